@@ -9,11 +9,19 @@ no core dumps, scanning our own memory) builds on this type.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Final
+from typing import Final, Protocol
 
 REDACTED: Final = "••••••"
+
+
+class DeclaredSecretLike(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def env(self) -> str: ...
 
 
 class SecretWiped(RuntimeError):
@@ -91,3 +99,76 @@ def take_from_env(variable: str) -> SecretValue | None:
     if not raw:
         return None
     return SecretValue.from_bytes(variable, raw)
+
+
+class SecretStore:
+    """The bootstrap secrets held during a run, by declared name."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, SecretValue] = {}
+        self.sources: dict[str, str] = {}  # name -> "env" | "prompt", for the prompt's listing
+        self.wiped_count = 0
+
+    def take_env(self, declared: Iterable[DeclaredSecretLike]) -> list[str]:
+        """Move every declared env var into a buffer; returns the names found."""
+        found: list[str] = []
+        for secret in declared:
+            value = take_from_env(secret.env)
+            if value is not None:
+                self.put(secret.name, value, source="env")
+                found.append(secret.name)
+        return found
+
+    def put(self, name: str, value: SecretValue, *, source: str) -> None:
+        previous = self._values.get(name)
+        if previous is not None and previous is not value:
+            previous.wipe()
+        self._values[name] = value
+        self.sources[name] = source
+
+    def get(self, name: str) -> SecretValue | None:
+        value = self._values.get(name)
+        return value if value else None
+
+    def missing(self, names: Iterable[str]) -> list[str]:
+        return [name for name in names if self.get(name) is None]
+
+    def held(self) -> list[str]:
+        return [name for name, value in self._values.items() if value]
+
+    def wipe_all(self) -> int:
+        """Zero every buffer; returns how many secrets were wiped."""
+        count = 0
+        for value in self._values.values():
+            if not value.wiped:
+                value.wipe()
+                count += 1
+        self._values.clear()
+        self.wiped_count += count
+        return count
+
+    def redact(self, text: str) -> str:
+        """Replace any held secret value inside ``text`` with a marker."""
+        if not self._values or not text:
+            return text
+        encoded = text.encode("utf-8", "surrogateescape")
+        changed = False
+        for value in self._values.values():
+            if not value:
+                continue
+            with value.exposed() as view:
+                # bytes.find takes the buffer directly: no copy of the secret is made.
+                start = encoded.find(view)
+                while start != -1:
+                    encoded = encoded[:start] + REDACTED.encode() + encoded[start + len(view) :]
+                    changed = True
+                    start = encoded.find(view, start + len(REDACTED.encode()))
+        return encoded.decode("utf-8", "surrogateescape") if changed else text
+
+
+def pattern_mismatch(value: SecretValue, pattern: str) -> bool:
+    """True when ``pattern`` is set and the value does not match it (matched on the buffer, no str copy)."""
+    if not pattern:
+        return False
+    with value.exposed() as view:
+        return re.fullmatch(pattern.encode("utf-8"), view) is None
