@@ -1,0 +1,171 @@
+"""The clients one run drives (Kubernetes, Vault), created lazily, plus waiting helpers.
+
+Steps close over one ``Platform``. Everything blocking here is called from the
+engine through ``StepContext.to_thread``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+from urllib.parse import urlparse
+
+from phases.config import Config
+from phases.engine import StepContext, StepError
+from phases.kube import SECRETS, SERVICES, KubeClient
+from phases.secrets import SecretValue
+
+if TYPE_CHECKING:
+    from phases.vault import VaultClient
+
+ROOT_TOKEN_KEY = "VAULT_ROOT_TOKEN"
+UNSEAL_KEY_PREFIX = "VAULT_UNSEAL_KEY_"
+
+
+class Platform:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.kube = KubeClient(
+            config.cluster.resolved_kubeconfig(),
+            context=config.cluster.context or None,
+            timeout=config.cluster.request_timeout,
+        )
+        self._vault: VaultClient | None = None
+        self._root_token: SecretValue | None = None
+
+    # -- Vault ---------------------------------------------------------------------------
+
+    def vault_address(self) -> str:
+        """The configured address, else the ``vault`` Service (a k3s server node reaches ClusterIPs)."""
+        if self.config.vault.address:
+            return self.config.vault.address.rstrip("/")
+        vault = self.config.vault
+        service = self.kube.get(SERVICES, vault.service, vault.namespace)
+        if service is None:
+            raise StepError(
+                f"Service {vault.namespace}/{vault.service} not found: is Vault installed (phase 1)?"
+            )
+        cluster_ip = (service.get("spec") or {}).get("clusterIP")
+        ports = (service.get("spec") or {}).get("ports") or []
+        port = next((p.get("port") for p in ports if p.get("name") in ("http", "https", "api")), None)
+        port = port or (ports[0].get("port") if ports else 8200)
+        if not cluster_ip or cluster_ip == "None":
+            raise StepError(
+                f"Service {vault.namespace}/{vault.service} has no ClusterIP yet; "
+                "set vault.address in the config"
+            )
+        scheme = "https" if any(p.get("name") == "https" for p in ports) else "http"
+        address = f"{scheme}://{cluster_ip}:{port}"
+        if not _tcp_reachable(cluster_ip, int(port)):
+            raise StepError(
+                f"Vault's Service address {address} is not reachable from this host; run gitops-tui on a "
+                f"k3s server node, or set vault.address (e.g. after "
+                f"`kubectl port-forward -n {vault.namespace} svc/{vault.service} 8200:{port}`)"
+            )
+        return address
+
+    def vault(self) -> VaultClient:
+        if self._vault is None:
+            from phases.vault import VaultClient
+
+            ca_cert = self.config.vault.ca_cert or os.environ.get("VAULT_CACERT") or None
+            self._vault = VaultClient(
+                self.vault_address(), ca_cert=ca_cert, verify=self.config.vault.tls_verify
+            )
+        return self._vault
+
+    def forget_vault(self) -> None:
+        """Resolve the address again next time (after a restart the Service may point elsewhere)."""
+        self._vault = None
+
+    def init_keys_secret(self) -> dict[str, str] | None:
+        """The base64 ``data`` of the init keys Secret, or None when it does not exist."""
+        vault = self.config.vault
+        secret = self.kube.get(SECRETS, vault.init_secret, vault.namespace)
+        if secret is None:
+            return None
+        data = secret.get("data") or {}
+        return {str(k): str(v) for k, v in data.items()}
+
+    def unseal_keys(self) -> list[SecretValue]:
+        data = self.init_keys_secret()
+        if data is None:
+            raise StepError(self._missing_init_keys())
+        keys = [
+            SecretValue.from_bytes(name, base64.b64decode(value))
+            for name, value in sorted(data.items())
+            if name.startswith(UNSEAL_KEY_PREFIX)
+        ]
+        if not keys:
+            raise StepError(f"{self._init_secret_name()} holds no {UNSEAL_KEY_PREFIX}* keys")
+        return keys
+
+    def root_token(self) -> SecretValue:
+        if self._root_token is None or not self._root_token:
+            data = self.init_keys_secret()
+            if data is None or ROOT_TOKEN_KEY not in data:
+                raise StepError(self._missing_init_keys())
+            self._root_token = SecretValue.from_bytes(ROOT_TOKEN_KEY, base64.b64decode(data[ROOT_TOKEN_KEY]))
+        return self._root_token
+
+    def authenticated_vault(self) -> VaultClient:
+        client = self.vault()
+        client.set_token(self.root_token())
+        return client
+
+    def _init_secret_name(self) -> str:
+        return f"Secret {self.config.vault.namespace}/{self.config.vault.init_secret}"
+
+    def _missing_init_keys(self) -> str:
+        return (
+            f"{self._init_secret_name()} with the Vault init keys is missing; restore it "
+            f"({ROOT_TOKEN_KEY}, {UNSEAL_KEY_PREFIX}1..N) to let gitops-tui unseal and configure Vault"
+        )
+
+    def close(self) -> None:
+        if self._root_token is not None:
+            self._root_token.wipe()
+            self._root_token = None
+
+
+def _tcp_reachable(host: str, port: int, timeout: float = 2.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def host_of(url: str) -> str:
+    return urlparse(url).hostname or url
+
+
+async def wait_until(
+    ctx: StepContext,
+    what: str,
+    probe: Callable[[], tuple[bool, str]],
+    *,
+    timeout: float,
+    interval: float = 0.5,
+) -> str:
+    """Poll ``probe`` (run in a thread) until it reports done; log each new message; StepError on timeout."""
+    deadline = time.monotonic() + timeout
+    last_message = ""
+    ctx.log(f"waiting for {what} (up to {timeout:g} s)")
+    while True:
+        done, message = await ctx.to_thread(probe)
+        if message and message != last_message:
+            ctx.log(f"  {what}: {message}")
+            last_message = message
+        if done:
+            return message
+        if time.monotonic() >= deadline:
+            raise StepError(
+                f"timed out after {timeout:g} s waiting for {what}: {last_message or 'no status'}"
+            )
+        await asyncio.sleep(interval)
