@@ -9,7 +9,7 @@ from phases.flux_auth import build_flux_auth_phase
 from phases.infrastructure import build_infrastructure_phase
 from phases.platform import Platform
 from phases.secret_population import build_secret_population_phase
-from phases.secrets import SecretStore
+from phases.secrets import SecretStore, pattern_mismatch
 from phases.state import StateStore
 from phases.verification import build_verification_phase
 
@@ -53,3 +53,14 @@ def build_engine(
             declared_secrets=secret_requests(config),
         ),
     )
+
+
+def take_declared_secrets(config: Config, store: SecretStore) -> list[str]:
+    """Move the declared env vars into buffers; returns problems (invalid values), naming variables only."""
+    store.take_env(config.secrets.declared)
+    problems = []
+    for secret in config.secrets.declared:
+        value = store.get(secret.name)
+        if value is not None and pattern_mismatch(value, secret.pattern):
+            problems.append(f"${secret.env} does not look like a {secret.description or secret.name}")
+    return problems

@@ -9,9 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import secrets as random_secrets
 import signal
-import string
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from phases.config import Config, ConfigError, load_config
-from phases.secrets import SecretStore, SecretValue, pattern_mismatch
+from phases.secrets import SecretStore
 from phases.state import StateCorrupt
 from sandbox.launcher import SandboxStartError, default_sandbox_dir, start_sandbox
 
@@ -95,42 +93,22 @@ def open_session(args: argparse.Namespace) -> Iterator[Session]:
         process.stop()
 
 
-def demo_secret_values(config: Config, store: SecretStore) -> None:
-    """Throwaway values that satisfy each declared pattern (sandbox only)."""
-    alphabet = string.ascii_letters + string.digits
-    for secret in config.secrets.declared:
-        if store.get(secret.name) is not None:
-            continue
-        body = "".join(random_secrets.choice(alphabet) for _ in range(36))
-        prefix = "ghp_" if "gh[" in secret.pattern else ""
-        store.put(secret.name, SecretValue.from_bytes(secret.name, (prefix + body).encode()), source="demo")
-
-
-def intake_secrets(config: Config, store: SecretStore) -> list[str]:
-    """Move declared env vars into buffers; returns problems (invalid values), naming variables only."""
-    store.take_env(config.secrets.declared)
-    problems = []
-    for secret in config.secrets.declared:
-        value = store.get(secret.name)
-        if value is not None and pattern_mismatch(value, secret.pattern):
-            problems.append(f"${secret.env} does not look like a {secret.description or secret.name}")
-    return problems
-
-
 async def run_headless(args: argparse.Namespace, session: Session) -> int:
-    from phases.bootstrap import build_engine
+    from phases.bootstrap import build_engine, take_declared_secrets
     from phases.state import StateLocked
     from tui.headless import HeadlessPrinter
 
     config = session.config
     store = SecretStore()
-    problems = intake_secrets(config, store)
+    problems = take_declared_secrets(config, store)
     if problems:
         store.wipe_all()
         for problem in problems:
             print(f"gitops-tui: {problem}", file=sys.stderr)
         return EXIT_USAGE
     if args.demo_secrets:
+        from sandbox.demo import demo_secret_values
+
         demo_secret_values(config, store)
     engine = build_engine(config, secrets=store, command_env=session.command_env)
     missing = _missing_for_fresh_run(config, engine.store.load(), store)
