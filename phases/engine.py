@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ParamSpec, Protocol, TypeVar
 
+from phases.errors import GitOpsError
 from phases.events import (
     Event,
     OutputLines,
@@ -36,7 +37,7 @@ from phases.events import (
     Stream,
 )
 from phases.secrets import SecretStore, SecretValue
-from phases.shell import CommandError, CommandResult, run_command
+from phases.shell import CommandResult, run_command
 from phases.state import RunState, StateStore, StepRecord
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ FLUSH_INTERVAL = 0.05  # seconds: output reaches consumers in batches, never lin
 FLUSH_LINES = 1000
 
 
-class StepError(Exception):
+class StepError(GitOpsError):
     """An expected failure of a step: the message is shown to the user as the reason."""
 
 
@@ -358,7 +359,7 @@ class Engine:
                 )
             )
             raise
-        except (StepError, CommandError) as error:
+        except GitOpsError as error:
             failure = error if isinstance(error, StepError) else StepError(str(error))
             return self._fail(record, phase, step, started, failure)
         except TimeoutError:

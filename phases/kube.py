@@ -18,6 +18,8 @@ from typing import Any, Final
 
 import urllib3
 
+from phases.errors import GitOpsError
+
 USER_AGENT: Final = "gitops-tui/0.1"
 
 
@@ -69,7 +71,7 @@ CLUSTER_SECRET_STORES = ResourceType(
 )
 
 
-class KubeError(Exception):
+class KubeError(GitOpsError):
     def __init__(self, message: str, *, status: int | None = None, reason: str | None = None) -> None:
         super().__init__(message)
         self.status = status

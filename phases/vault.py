@@ -40,6 +40,7 @@ import hvac.exceptions
 import requests
 import requests.adapters
 
+from phases.errors import GitOpsError
 from phases.secrets import REDACTED, SecretValue
 
 __all__ = [
@@ -116,7 +117,7 @@ class InitResult:
 # -- errors ----------------------------------------------------------------------------------------------
 
 
-class VaultError(Exception):
+class VaultError(GitOpsError):
     """A Vault operation failed. ``str(error)`` is one line for humans and never contains a secret."""
 
     def __init__(
@@ -790,6 +791,12 @@ class VaultClient:
             operation="record key names in",
             path=metadata_path,
         )
+
+    def kv2_record_keys(
+        self, mount: str, path: str, names: Iterable[str], *, recorded_by: str = "gitops-tui"
+    ) -> None:
+        """Record key names written by someone else (e.g. Terraform), as :meth:`kv2_write` does."""
+        self._record_key_names(_clean_mount(mount), _clean_path(path), names, recorded_by)
 
     def kv2_recorded_keys(self, mount: str, path: str, *, recorded_by: str = "gitops-tui") -> set[str]:
         """Key names recorded by :meth:`kv2_write`, from metadata only; empty when the path does not exist."""
