@@ -130,14 +130,23 @@ def build_infrastructure_phase(config: Config, platform: Platform) -> Phase:
 
     # -- Vault -------------------------------------------------------------------------
 
-    def vault_workload() -> tuple[bool, str]:
-        sts = kube.get(STATEFUL_SETS, vault.release, vault.namespace)
+    def vault_answering() -> tuple[bool, str]:
+        # Not the pod's readiness: the chart's probe fails until Vault is unsealed, which comes later.
+        sts = kube.get(STATEFUL_SETS, vault.service, vault.namespace)
         if sts is None:
-            return False, f"StatefulSet {vault.namespace}/{vault.release} not found"
-        return (True, "running") if workload_ready(sts) else (False, "pod not ready")
+            return False, f"StatefulSet {vault.namespace}/{vault.service} not found"
+        try:
+            status = platform.vault().status()
+        except StepError:  # no Service address yet
+            platform.forget_vault()
+            raise
+        if not status.reachable:
+            platform.forget_vault()
+            return False, f"Vault API not answering yet ({status.error})"
+        return True, f"Vault API answering ({status.label})"
 
     async def vault_install_check(ctx: StepContext) -> bool:
-        done, _ = await ctx.to_thread(vault_workload)
+        done, _ = await ctx.to_thread(vault_answering)
         return done
 
     async def vault_install(ctx: StepContext) -> None:
@@ -145,11 +154,13 @@ def build_infrastructure_phase(config: Config, platform: Platform) -> Phase:
         await ctx.run(
             [
                 "helm", "upgrade", "--install", vault.release, vault.chart,
-                "--namespace", vault.namespace, "--create-namespace", "--wait", "--timeout", "10m",
+                "--namespace", vault.namespace, "--create-namespace",
+                # Name the Service and StatefulSet as configured, whatever the chart would derive.
+                "--set", f"fullnameOverride={vault.service}",
+                "--timeout", "10m",
             ]
         )  # fmt: skip
-        await wait_until(ctx, "the Vault pod", vault_workload, timeout=timeout)
-        platform.forget_vault()
+        await wait_until(ctx, "the Vault API", vault_answering, timeout=timeout)
 
     async def vault_init_check(ctx: StepContext) -> bool:
         status = await ctx.to_thread(lambda: platform.vault().status())
@@ -291,7 +302,9 @@ def build_infrastructure_phase(config: Config, platform: Platform) -> Phase:
                 vault_install,
                 (
                     f"helm repo add {vault.chart_repo_name} {vault.chart_repo_url}",
-                    f"helm upgrade --install {vault.release} {vault.chart} --namespace {vault.namespace}",
+                    f"helm upgrade --install {vault.release} {vault.chart} --namespace {vault.namespace} "
+                    f"--set fullnameOverride={vault.service}",
+                    "GET /v1/sys/health",
                 ),
             ),
             Step(

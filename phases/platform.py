@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 
 from phases.config import Config
 from phases.engine import StepContext, StepError
+from phases.errors import GitOpsError
 from phases.kube import SECRETS, SERVICES, KubeClient
 from phases.secrets import SecretValue
 
@@ -158,7 +159,10 @@ async def wait_until(
     last_message = ""
     ctx.log(f"waiting for {what} (up to {timeout:g} s)")
     while True:
-        done, message = await ctx.to_thread(probe)
+        try:
+            done, message = await ctx.to_thread(probe)
+        except GitOpsError as error:  # a transient API or Vault error: keep waiting, show why
+            done, message = False, str(error)
         if message and message != last_message:
             ctx.log(f"  {what}: {message}")
             last_message = message

