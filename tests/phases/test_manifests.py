@@ -32,7 +32,7 @@ def test_the_shared_crds_are_found() -> None:
 def test_built_objects_validate(index: int) -> None:
     config = config_from_document({"deployments": {"url": "https://github.com/example/deployments"}})
     obj = built_objects(config)[index]
-    crds.validate(obj)  # type: ignore[arg-type]
+    crds.validate(obj)
 
 
 def test_the_validator_rejects_what_a_server_would() -> None:
@@ -40,11 +40,11 @@ def test_the_validator_rejects_what_a_server_would() -> None:
     bad_url = manifests.git_repository(Config(), "s")  # deployments.url unset: "" is no URL
     with pytest.raises(jsonschema.ValidationError, match="does not match"):
         crds.validate(bad_url)
-    bad["spec"]["prune"] = "yes"  # type: ignore[index]
+    bad["spec"]["prune"] = "yes"
     with pytest.raises(jsonschema.ValidationError):
         crds.validate(bad)
     missing = manifests.git_auth_external_secret(Config())
-    del missing["spec"]["data"][0]["remoteRef"]["key"]  # type: ignore[index]
+    del missing["spec"]["data"][0]["remoteRef"]["key"]
     with pytest.raises(jsonschema.ValidationError):
         crds.validate(missing)
 

@@ -153,7 +153,10 @@ def test_world_gives_a_kubeconfig_kubectl_uses_and_an_env_file(sandbox_world: Sa
     )
     assert sourced.stdout.split() == [str(info.bin_dir / "helm"), str(info.kubeconfig)]
 
-    assert info.remote_url == info.remote_path.as_uri()
+    # Flux only takes http(s)/ssh URLs: the bare remote is served over HTTP (see test_git_server.py).
+    assert (
+        info.remote_url == f"http://127.0.0.1:{(info.root / 'git-port').read_text().strip()}/deployments.git"
+    )
     head = subprocess.run(
         ["git", "-C", str(info.clone_dir), "rev-parse", "HEAD", "origin/main"], capture_output=True, text=True
     )
