@@ -129,7 +129,8 @@ class GitOpsApp(App[int]):
             self.action_bootstrap()
 
     def on_resize(self) -> None:
-        self._check_size()
+        # The App applies a new size on a short timer after the Resize event: check after it.
+        self.set_timer(0.05, self._check_size)
 
     def _check_size(self) -> None:
         small = self.size.width < MIN_WIDTH or self.size.height < MIN_HEIGHT
@@ -176,7 +177,7 @@ class GitOpsApp(App[int]):
 
     # -- bootstrap -----------------------------------------------------------------------------
 
-    def action_bootstrap(self, from_phase: int = 1) -> None:
+    def action_bootstrap(self, from_phase: int = 1, resume: bool = False) -> None:
         if self.readonly:
             self.notify("read-only mode: the bootstrap is disabled", severity="warning")
             return
@@ -195,7 +196,9 @@ class GitOpsApp(App[int]):
 
         self.push_screen(
             ConfirmScreen(
-                "Run the bootstrap" if from_phase == 1 else f"Resume the bootstrap from phase {from_phase}",
+                f"Resume the bootstrap from phase {from_phase}"
+                if resume or from_phase > 1
+                else "Run the bootstrap",
                 "Each step is checked first and skipped when already done. Secrets are asked for before "
                 "the first step that needs them and wiped when phase 2 ends.",
                 commands,
@@ -284,7 +287,7 @@ class GitOpsApp(App[int]):
         def closed(choice: str | None) -> None:
             self.query_one(LogPane).set_filter(None)
             if choice == "retry":
-                self.action_bootstrap(from_phase=snapshot.info.phase)
+                self.action_bootstrap(from_phase=snapshot.info.phase, resume=True)
 
         self.push_screen(StepDetailsScreen(snapshot, lines), closed)
 
@@ -424,6 +427,7 @@ class GitOpsApp(App[int]):
             entries.append(
                 HelpEntry(self.get_key_display(binding) or key, binding.description, group, active.enabled)
             )
+        entries.sort(key=lambda entry: entry.group != "App")  # the app's keys first, then the pane's
         self.push_screen(HelpScreen(entries))
 
     def action_request_quit(self) -> None:
