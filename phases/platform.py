@@ -129,9 +129,13 @@ class Platform:
         )
 
     def close(self) -> None:
+        """Wipe the root token; the Vault client that held it is dropped with it."""
         if self._root_token is not None:
             self._root_token.wipe()
             self._root_token = None
+        if self._vault is not None:
+            self._vault.close()
+            self._vault = None
 
 
 def _tcp_reachable(host: str, port: int, timeout: float = 2.0) -> bool:

@@ -168,6 +168,8 @@ class ResourceWatcher:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self._stop = threading.Event()
+        # One per type: retry_now() cuts a type's back-off or "not installed" wait short.
+        self._wake = {resource: threading.Event() for resource in self.resources}
         self._cond = threading.Condition()
         self._pending: dict[ResourceType, _Pending] = {}
         self._last_delivery: dict[ResourceType, float] = {}
@@ -202,6 +204,8 @@ class ResourceWatcher:
         (``call_from_thread`` from the UI thread), which would deadlock.
         """
         self._stop.set()
+        for wake in self._wake.values():
+            wake.set()
         with self._cond:
             self._pending.clear()
             self._cond.notify_all()
@@ -214,6 +218,11 @@ class ResourceWatcher:
                 _interrupt(stream)
             workers[0].join(min(0.05, max(0.0, deadline - time.monotonic())))
             workers = [t for t in workers if t.is_alive()]
+
+    def retry_now(self) -> None:
+        """Re-check the types that are missing or unreachable now (e.g. after a phase installed a CRD)."""
+        for wake in self._wake.values():
+            wake.set()
 
     @property
     def running(self) -> bool:
@@ -289,8 +298,11 @@ class ResourceWatcher:
                 need_list = True
                 self._push(resource, status=WatchStatus(resource, "error", f"internal error: {error}"))
                 delay = failures.next_delay()
-            if delay and self._stop.wait(delay):
-                return
+            if delay:
+                self._wake[resource].wait(delay)
+                self._wake[resource].clear()
+                if self._stop.is_set():
+                    return
 
     def _watch_once(self, resource: ResourceType, version: str) -> tuple[str, bool, float]:
         """Stream one watch: (last resourceVersion seen, ended before its timeout, seconds it lasted)."""

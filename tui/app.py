@@ -20,7 +20,7 @@ from textual.widgets import Footer, Static
 
 from phases.config import Config
 from phases.engine import SecretRequest
-from phases.events import Event, OutputLines, PhaseInfo, RunFinished, RunStarted, StepFailed
+from phases.events import Event, OutputLines, PhaseFinished, PhaseInfo, RunFinished, RunStarted, StepFailed
 from phases.resources import NodeKey, ResourceModel
 from phases.secrets import SecretStore, SecretValue
 from phases.state import StateLocked, StateStore, write_private_file
@@ -92,6 +92,7 @@ class GitOpsApp(App[int]):
         self._platform: Platform | None = None
         self._watcher: ResourceWatcher | None = None
         self._quitting = False
+        self._vault_polls = 0
 
     # -- layout --------------------------------------------------------------------------
 
@@ -256,6 +257,13 @@ class GitOpsApp(App[int]):
         timeline.apply(event)
         if isinstance(event, OutputLines):
             self.query_one(LogPane).add_lines(event.key, event.stream, event.lines)
+        elif isinstance(event, PhaseFinished):
+            # A phase may have installed CRDs or Vault: look again now rather than at the next re-check.
+            if self._watcher is not None:
+                self._watcher.retry_now()
+            self.poll_vault()
+            if event.phase == 2:
+                self.refresh_vault_paths()
         elif isinstance(event, StepFailed) and not event.cancelled:
             self.notify(f"{event.key} failed: {event.reason}", severity="error", timeout=8)
         elif isinstance(event, RunFinished):
@@ -332,15 +340,22 @@ class GitOpsApp(App[int]):
         if details.display and details.key in changed:
             details.show_node(self.model, details.key)
 
-    @work(thread=True, exclusive=True, group="vault-status", exit_on_error=False)
+    @work(thread=True, group="vault-status", exit_on_error=False)
     def poll_vault(self) -> None:
+        self._vault_polls += 1
+        poll = self._vault_polls
         try:
             status = self.platform().vault().status()
             label = status.label
         except Exception:  # no Service yet, cluster unreachable: Vault is simply not reachable
             self.platform().forget_vault()
             label = "unreachable"
-        self.call_from_thread(self.query_one(StatusHeader).update_status, vault=label)
+
+        def show() -> None:
+            if poll == self._vault_polls:  # an older, slower poll must not overwrite a newer answer
+                self.query_one(StatusHeader).update_status(vault=label)
+
+        self.call_from_thread(show)
         repo = self._repo_ref()
         if repo is not None:
             self.call_from_thread(self.query_one(StatusHeader).update_status, repo=repo)
@@ -362,15 +377,21 @@ class GitOpsApp(App[int]):
 
     @work(thread=True, exclusive=True, group="vault-paths", exit_on_error=False)
     def refresh_vault_paths(self) -> None:
+        from phases.platform import Platform
+
         mount = self.config.vault.kv_mount
+        platform = Platform(self.config)  # its own client: the root token it reads is wiped right after
         try:
-            client = self.platform().authenticated_vault()
-            paths = {path: client.kv2_keys(mount, path) for path in client.kv2_list_tree(mount)}
+            client = platform.authenticated_vault()
+            # Key names from metadata only: values are never fetched for display.
+            paths: dict[str, list[str]] | None = {
+                path: sorted(client.kv2_recorded_keys(mount, path)) for path in client.kv2_list_tree(mount)
+            }
             error = None
         except Exception as failure:  # sealed, unreachable, no init keys yet
             paths, error = None, str(failure)
         finally:
-            self.platform().close()
+            platform.close()
 
         def apply() -> None:
             changed = self.model.set_vault_paths(mount, paths, error)

@@ -236,6 +236,19 @@ def test_missing_crd_reports_missing_then_ok_once_installed(
     recorder.wait_for(lambda: recorder.names() == ["apps"])
 
 
+@pytest.mark.usefixtures("flux_namespace")
+def test_retry_now_rechecks_a_missing_type_at_once(
+    emulator: EmulatorThread, recorder: Recorder, start_watcher: Callable[..., ResourceWatcher]
+) -> None:
+    watcher = start_watcher(missing_recheck=300)  # without retry_now the next look is minutes away
+    recorder.wait_for(lambda: recorder.model.source_state(KUSTOMIZATION)[0] == "missing")
+    emulator.create_object(KUSTOMIZATION_CRD)
+    emulator.create_object(kustomization("apps"))
+    watcher.retry_now()
+    recorder.wait_for(lambda: recorder.names() == ["apps"], timeout=5)
+    assert recorder.model.source_state(KUSTOMIZATION)[0] == "ok"
+
+
 @pytest.mark.usefixtures("crds")
 def test_unreachable_api_server_is_reported(
     emulator: EmulatorThread,
