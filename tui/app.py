@@ -8,14 +8,16 @@ the first paint, in workers.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Iterable, Mapping, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import on, work
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
+from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from phases.config import Config
@@ -436,6 +438,19 @@ class GitOpsApp(App[int]):
         self.query_one(ResourceDetails).display = False
 
     # -- help and quit -----------------------------------------------------------------------
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        """The command palette lists every app key too, with what it does."""
+        yield from super().get_system_commands(screen)
+        for item in self.BINDINGS:
+            if not isinstance(item, Binding) or not item.description or item.action.startswith("focus"):
+                continue
+            if self.check_action(item.action, ()) is not True:
+                continue
+            key = self.get_key_display(item)
+            yield SystemCommand(
+                f"{item.description} ({key})", f"the {key} key", partial(self.run_action, item.action)
+            )
 
     def action_help(self) -> None:
         """Every key that works here (and the ones that exist but are disabled right now)."""

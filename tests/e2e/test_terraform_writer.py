@@ -95,7 +95,8 @@ async def test_terraform_writes_every_declared_secret(sandbox_world: SandboxWorl
     engine = build_engine(config, secrets=store, command_env=env)
     events = [event async for event in engine.run()]
     finished = events[-1]
-    assert isinstance(finished, RunFinished) and finished.status == "succeeded", finished.reason
+    assert isinstance(finished, RunFinished)
+    assert finished.status == "succeeded", finished.reason
     assert any(isinstance(e, StepSucceeded) and e.key == "2/write-secrets" for e in events)
 
     platform = Platform(config)

@@ -206,3 +206,17 @@ async def test_keys_can_be_remapped_in_the_config(tmp_path: Path) -> None:
         await pilot.press("ctrl+b")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.press("escape")
+
+
+async def test_the_command_palette_lists_the_app_keys(tmp_path: Path) -> None:
+    config = config_from_document({"engine": {"state_dir": str(tmp_path)}, "cluster": {"kubeconfig": "/none"}})
+    app = GitOpsApp(config)
+    async with app.run_test(size=(80, 24)) as pilot:
+        titles = [command.title for command in app.get_system_commands(app.screen)]
+        assert "Bootstrap (b)" in titles and "Help (?)" in titles
+        await pilot.press("ctrl+p", *"bootstrap")
+        await pilot.pause(0.5)
+        assert "Bootstrap (b)" in screen_text(app)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("escape")
