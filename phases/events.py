@@ -60,62 +60,44 @@ class PhaseFinished(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
-class StepStarted(Event):
+class StepEvent(Event):
+    """An event about one step; ``key`` ("<phase>/<step id>") names the step across runs."""
+
     phase: int
     step_id: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.phase}/{self.step_id}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepStarted(StepEvent):
     title: str
     estimate: float | None = None
 
-    @property
-    def key(self) -> str:
-        return f"{self.phase}/{self.step_id}"
-
 
 @dataclass(frozen=True, kw_only=True)
-class OutputLines(Event):
-    phase: int
-    step_id: str
+class OutputLines(StepEvent):
     stream: Stream
     lines: tuple[str, ...]
 
-    @property
-    def key(self) -> str:
-        return f"{self.phase}/{self.step_id}"
-
 
 @dataclass(frozen=True, kw_only=True)
-class StepSkipped(Event):
-    phase: int
-    step_id: str
+class StepSkipped(StepEvent):
     reason: str
 
-    @property
-    def key(self) -> str:
-        return f"{self.phase}/{self.step_id}"
-
 
 @dataclass(frozen=True, kw_only=True)
-class StepSucceeded(Event):
-    phase: int
-    step_id: str
+class StepSucceeded(StepEvent):
     duration: float
 
-    @property
-    def key(self) -> str:
-        return f"{self.phase}/{self.step_id}"
-
 
 @dataclass(frozen=True, kw_only=True)
-class StepFailed(Event):
-    phase: int
-    step_id: str
+class StepFailed(StepEvent):
     reason: str
     duration: float
     cancelled: bool = False
-
-    @property
-    def key(self) -> str:
-        return f"{self.phase}/{self.step_id}"
 
 
 @dataclass(frozen=True, kw_only=True)
