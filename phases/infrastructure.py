@@ -149,17 +149,16 @@ def build_infrastructure_phase(config: Config, platform: Platform) -> Phase:
         done, _ = await ctx.to_thread(vault_answering)
         return done
 
+    # Name the Service and StatefulSet as configured, whatever the chart would derive. No --wait:
+    # the chart's readiness probe fails until Vault is unsealed, which is a later step.
+    vault_helm = helm_install_commands(
+        vault.chart_repo_name, vault.chart_repo_url, vault.release, vault.chart, vault.namespace,
+        values={"fullnameOverride": vault.service}, wait=False,
+    )  # fmt: skip
+
     async def vault_install(ctx: StepContext) -> None:
-        await ctx.run(["helm", "repo", "add", vault.chart_repo_name, vault.chart_repo_url, "--force-update"])
-        await ctx.run(
-            [
-                "helm", "upgrade", "--install", vault.release, vault.chart,
-                "--namespace", vault.namespace, "--create-namespace",
-                # Name the Service and StatefulSet as configured, whatever the chart would derive.
-                "--set", f"fullnameOverride={vault.service}",
-                "--timeout", "10m",
-            ]
-        )  # fmt: skip
+        for argv in vault_helm:
+            await ctx.run(argv)
         await wait_until(ctx, "the Vault API", vault_answering, timeout=timeout)
 
     async def vault_init_check(ctx: StepContext) -> bool:
@@ -254,15 +253,14 @@ def build_infrastructure_phase(config: Config, platform: Platform) -> Phase:
         done, _ = await ctx.to_thread(eso_installed)
         return done
 
+    eso_helm = helm_install_commands(
+        eso.chart_repo_name, eso.chart_repo_url, eso.release, eso.chart, eso.namespace,
+        values={"installCRDs": "true"}, wait=True,
+    )  # fmt: skip
+
     async def eso_install(ctx: StepContext) -> None:
-        await ctx.run(["helm", "repo", "add", eso.chart_repo_name, eso.chart_repo_url, "--force-update"])
-        await ctx.run(
-            [
-                "helm", "upgrade", "--install", eso.release, eso.chart,
-                "--namespace", eso.namespace, "--create-namespace",
-                "--set", "installCRDs=true", "--wait", "--timeout", "10m",
-            ]
-        )  # fmt: skip
+        for argv in eso_helm:
+            await ctx.run(argv)
         await wait_until(ctx, "the External Secrets Operator", eso_installed, timeout=timeout)
 
     install_cmd = " ".join(config.k3s.install_command)
@@ -300,12 +298,7 @@ def build_infrastructure_phase(config: Config, platform: Platform) -> Phase:
                 "Vault installed (Helm)",
                 vault_install_check,
                 vault_install,
-                (
-                    f"helm repo add {vault.chart_repo_name} {vault.chart_repo_url}",
-                    f"helm upgrade --install {vault.release} {vault.chart} --namespace {vault.namespace} "
-                    f"--set fullnameOverride={vault.service}",
-                    "GET /v1/sys/health",
-                ),
+                (*(" ".join(argv) for argv in vault_helm), "GET /v1/sys/health"),
             ),
             Step(
                 "vault-init",
@@ -336,10 +329,25 @@ def build_infrastructure_phase(config: Config, platform: Platform) -> Phase:
                 "External Secrets Operator",
                 eso_check,
                 eso_install,
-                (
-                    f"helm repo add {eso.chart_repo_name} {eso.chart_repo_url}",
-                    f"helm upgrade --install {eso.release} {eso.chart} --namespace {eso.namespace}",
-                ),
+                tuple(" ".join(argv) for argv in eso_helm),
             ),
         ),
     )
+
+
+def helm_install_commands(
+    repo_name: str,
+    repo_url: str,
+    release: str,
+    chart: str,
+    namespace: str,
+    *,
+    values: dict[str, str],
+    wait: bool,
+) -> list[list[str]]:
+    """`helm repo add` then an idempotent `helm upgrade --install` (the same argv runs and is planned)."""
+    install = ["helm", "upgrade", "--install", release, chart, "--namespace", namespace, "--create-namespace"]
+    for key, value in values.items():
+        install += ["--set", f"{key}={value}"]
+    install += ["--wait", "--timeout", "10m"] if wait else ["--timeout", "10m"]
+    return [["helm", "repo", "add", repo_name, repo_url, "--force-update"], install]

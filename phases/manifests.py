@@ -120,28 +120,19 @@ def git_auth_external_secret(config: Config) -> dict[str, Any]:
 
 def vault_init_keys_secret(config: Config, data: dict[str, str]) -> dict[str, Any]:
     """The Secret holding the init keys; ``data`` is already base64 (built by the caller from buffers)."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "Opaque",
-        "metadata": {
-            "name": config.vault.init_secret,
-            "namespace": config.vault.namespace,
-            "labels": dict(MANAGED_BY),
-        },
-        "data": data,
-    }
+    return _opaque_secret(config.vault.init_secret, config.vault.namespace, dict(MANAGED_BY), data)
 
 
 def bootstrap_git_secret(config: Config, data: dict[str, str]) -> dict[str, Any]:
+    labels = {**MANAGED_BY, "gitops-tui/role": "bootstrap-git-auth"}
+    return _opaque_secret(config.flux.bootstrap_secret, config.flux.namespace, labels, data)
+
+
+def _opaque_secret(name: str, namespace: str, labels: dict[str, str], data: dict[str, str]) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "type": "Opaque",
-        "metadata": {
-            "name": config.flux.bootstrap_secret,
-            "namespace": config.flux.namespace,
-            "labels": {**MANAGED_BY, "gitops-tui/role": "bootstrap-git-auth"},
-        },
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
         "data": data,
     }
