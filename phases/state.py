@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, ClassVar, TextIO
 
 from phases.events import StepStatus
 
@@ -96,12 +96,18 @@ def write_private_file(path: Path, text: str) -> None:
 
 
 class StateStore:
-    """The state directory: state.json plus its lock."""
+    """The state directory: state.json plus its lock.
+
+    The lock is held per process: the CLI takes it for the whole session, and the engine taking
+    it again in the same process only counts up (flock would otherwise refuse our own second fd).
+    """
+
+    _held: ClassVar[dict[Path, tuple[TextIO, int]]] = {}
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.path = directory / STATE_FILE
-        self._lock_handle: TextIO | None = None
+        self._acquired = 0
 
     def load(self) -> RunState:
         if not self.path.exists():
@@ -124,7 +130,12 @@ class StateStore:
     def acquire(self) -> None:
         """Take the lock, or raise StateLocked naming the holder."""
         ensure_private_dir(self.directory)
-        lock_path = self.directory / LOCK_FILE
+        lock_path = (self.directory / LOCK_FILE).resolve()
+        held = StateStore._held.get(lock_path)
+        if held is not None:
+            StateStore._held[lock_path] = (held[0], held[1] + 1)
+            self._acquired += 1
+            return
         handle = lock_path.open("a+", encoding="utf-8")
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -140,13 +151,21 @@ class StateStore:
         handle.write(f"pid {os.getpid()}\n")
         handle.flush()
         lock_path.chmod(0o600)
-        self._lock_handle = handle
+        StateStore._held[lock_path] = (handle, 1)
+        self._acquired += 1
 
     def release(self) -> None:
-        if self._lock_handle is not None:
-            fcntl.flock(self._lock_handle.fileno(), fcntl.LOCK_UN)
-            self._lock_handle.close()
-            self._lock_handle = None
+        if not self._acquired:
+            return
+        self._acquired -= 1
+        lock_path = (self.directory / LOCK_FILE).resolve()
+        handle, count = StateStore._held[lock_path]
+        if count > 1:
+            StateStore._held[lock_path] = (handle, count - 1)
+            return
+        del StateStore._held[lock_path]
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        handle.close()
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[StateStore]:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from sandbox.world import SandboxInfo
 
 READY_PREFIX = "READY "
+SANDBOX_STATE_DIR = "state"  # under the sandbox root; sandbox.world puts the run state there
 
 
 class SandboxStartError(Exception):

@@ -7,6 +7,8 @@ the first paint, in workers.
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
@@ -121,8 +123,19 @@ class GitOpsApp(App[int]):
         timeline.focus()
         self.query_one("#details").display = False
         self._check_size()
+        # An SSH session that drops (SIGHUP) or a kill (SIGTERM): stop like a confirmed quit.
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(signum, self._stop_on_signal)
         # After the first frame: connect to the cluster and Vault, then maybe start the bootstrap.
         self.call_after_refresh(self._after_first_paint)
+
+    def _stop_on_signal(self) -> None:
+        if self.bootstrap_running and self.engine is not None:
+            self._quitting = True  # RunFinished (interrupted) then exits with its code
+            self.engine.cancel()
+        else:
+            self.exit(130)
 
     def _after_first_paint(self) -> None:
         self.start_watching()
@@ -488,6 +501,9 @@ class GitOpsApp(App[int]):
         )
 
     async def on_unmount(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            loop.remove_signal_handler(signum)
         if self._watcher is not None:
             self._watcher.stop()
         self.secrets.wipe_all()

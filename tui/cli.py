@@ -19,8 +19,8 @@ from typing import Any
 
 from phases.config import Config, ConfigError, load_config
 from phases.secrets import SecretStore
-from phases.state import StateCorrupt
-from sandbox.launcher import SandboxStartError, default_sandbox_dir, start_sandbox
+from phases.state import StateCorrupt, StateLocked, StateStore
+from sandbox.launcher import SANDBOX_STATE_DIR, SandboxStartError, default_sandbox_dir, start_sandbox
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -80,22 +80,38 @@ class Session:
 
 
 @contextlib.contextmanager
-def open_session(args: argparse.Namespace) -> Iterator[Session]:
+def open_session(args: argparse.Namespace, *, lock: bool = True) -> Iterator[Session]:
+    """The config (and sandbox), with the state directory locked for the whole session.
+
+    A second gitops-tui on the same state refuses (StateLocked) instead of corrupting it; with
+    --sandbox the lock is taken before the sandbox starts, so two never run on one directory.
+    """
     if not args.sandbox:
-        yield Session(load_config(args.config))
+        config = load_config(args.config)
+        with _locked(StateStore(config.engine.resolved_state_dir()) if lock else None):
+            yield Session(config)
         return
     root = Path(args.sandbox_dir).expanduser() if args.sandbox_dir else default_sandbox_dir()
-    process = start_sandbox(root)
-    try:
-        config = load_config(args.config, overrides=process.overrides())
-        yield Session(config, command_env=process.path_env(), sandbox=process)
-    finally:
-        process.stop()
+    with _locked(StateStore(root / SANDBOX_STATE_DIR)):
+        process = start_sandbox(root)
+        try:
+            config = load_config(args.config, overrides=process.overrides())
+            yield Session(config, command_env=process.path_env(), sandbox=process)
+        finally:
+            process.stop()
+
+
+@contextlib.contextmanager
+def _locked(store: StateStore | None) -> Iterator[None]:
+    if store is None:
+        yield
+        return
+    with store.locked():
+        yield
 
 
 async def run_headless(args: argparse.Namespace, session: Session) -> int:
     from phases.bootstrap import build_engine, take_declared_secrets
-    from phases.state import StateLocked
     from tui.headless import HeadlessPrinter
 
     config = session.config
@@ -117,12 +133,7 @@ async def run_headless(args: argparse.Namespace, session: Session) -> int:
         hint = " (or pass --demo-secrets with --sandbox)" if args.sandbox else ""
         print(f"gitops-tui: missing secrets: set {', '.join(missing)}{hint}", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        engine.store.acquire()
-    except StateLocked as error:
-        store.wipe_all()
-        print(f"gitops-tui: {error}", file=sys.stderr)
-        return EXIT_USAGE
+    engine.store.acquire()  # already ours for the session: this only counts up
     printer = HeadlessPrinter(verbose=not args.quiet)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -180,13 +191,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "demo_secrets", False) and not args.sandbox:
         parser.error("--demo-secrets is only allowed with --sandbox")
     try:
-        with open_session(args) as session:
+        with open_session(args, lock=not (command == "bootstrap" and args.plan)) as session:
             if command == "bootstrap" and args.plan:
                 return plan(session)
             if command == "bootstrap" and args.headless:
                 return asyncio.run(run_headless(args, session))
             return run_ui(args, session, start_bootstrap=command == "bootstrap")
     except ConfigError as error:
+        print(f"gitops-tui: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except StateLocked as error:
         print(f"gitops-tui: {error}", file=sys.stderr)
         return EXIT_USAGE
     except (SandboxStartError, StateCorrupt) as error:

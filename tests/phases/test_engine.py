@@ -6,11 +6,10 @@ import asyncio
 import json
 import os
 import stat
+import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-
-import pytest
 
 from phases.engine import Engine, EngineOptions, Phase, SecretRequest, Step, StepContext, StepError
 from phases.events import (
@@ -26,7 +25,7 @@ from phases.events import (
     StepStarted,
 )
 from phases.secrets import SecretStore, SecretValue
-from phases.state import StateLocked, StateStore
+from phases.state import StateStore
 
 
 class Recorder:
@@ -346,8 +345,25 @@ def test_state_file_is_private_and_locked(tmp_path: Path) -> None:
     assert data["status"] == "succeeded" and data["steps"]["2/c"]["status"] == "done"
     store.acquire()
     try:
-        with pytest.raises(StateLocked, match=f"pid {os.getpid()}"):
-            StateStore(directory).acquire()
+        other = _acquire_in_another_process(directory)
+        assert other.returncode == 3 and f"pid {os.getpid()}" in other.stdout, other.stdout + other.stderr
+        again = StateStore(directory)
+        again.acquire()  # the same process may take it again (the CLI holds it already)
+        again.release()
     finally:
         store.release()
-    StateStore(directory).acquire()  # free again once released
+    assert _acquire_in_another_process(directory).returncode == 0  # free again once released
+
+
+def _acquire_in_another_process(directory: Path) -> subprocess.CompletedProcess[str]:
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from phases.state import StateLocked, StateStore\n"
+        "try:\n"
+        f"    StateStore(Path({str(directory)!r})).acquire()\n"
+        "except StateLocked as error:\n"
+        "    print(error)\n"
+        "    sys.exit(3)\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)

@@ -209,7 +209,9 @@ async def test_keys_can_be_remapped_in_the_config(tmp_path: Path) -> None:
 
 
 async def test_the_command_palette_lists_the_app_keys(tmp_path: Path) -> None:
-    config = config_from_document({"engine": {"state_dir": str(tmp_path)}, "cluster": {"kubeconfig": "/none"}})
+    config = config_from_document(
+        {"engine": {"state_dir": str(tmp_path)}, "cluster": {"kubeconfig": "/none"}}
+    )
     app = GitOpsApp(config)
     async with app.run_test(size=(80, 24)) as pilot:
         titles = [command.title for command in app.get_system_commands(app.screen)]

@@ -186,3 +186,27 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return False
+
+
+def test_a_second_gitops_tui_on_the_same_sandbox_refuses(tmp_path: Path) -> None:
+    env = clean_env(tmp_path)
+    cli = [
+        *CLI,
+        "bootstrap",
+        "--headless",
+        "--sandbox",
+        "--demo-secrets",
+        "--sandbox-dir",
+        str(tmp_path / "sb"),
+    ]
+    first = subprocess.Popen(cli, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert first.stdout is not None
+    try:
+        while "Phase 1" not in first.stdout.readline():
+            pass
+        second = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 2
+        assert f"another gitops-tui (pid {first.pid}) is using" in second.stderr
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=60)
