@@ -52,6 +52,7 @@ from phases.resources import (
     KUSTOMIZATION,
     NodeKey,
     ResourceModel,
+    key_matches,
 )
 
 _log = logging.getLogger(__name__)
@@ -154,12 +155,6 @@ def applies_to(action: Action, kind: str) -> bool:
 def describe_key(key: NodeKey) -> str:
     kind, namespace, name = key
     return f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
-
-
-def key_matches(key: NodeKey, filter_text: str) -> bool:
-    """The resource tree's filter rule: case-insensitive substring of the kind, namespace or name."""
-    needle = filter_text.strip().lower()
-    return not needle or any(needle in part.lower() for part in key)
 
 
 def revision_of(obj: Mapping[str, Any]) -> str:
@@ -873,7 +868,6 @@ __all__ = [
     "describe_key",
     "flux_request_state",
     "force_sync",
-    "key_matches",
     "plan_bulk",
     "reconcile",
     "reconcile_with_source",

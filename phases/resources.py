@@ -632,3 +632,9 @@ def _discard(index: dict[Any, set[NodeKey]], owner: Any, key: NodeKey) -> None:
 def insertion_index(sorted_keys: Sequence[NodeKey], key: NodeKey) -> int:
     """Where ``key`` goes among keys sorted like :meth:`ResourceModel.nodes` (namespace, name)."""
     return bisect.bisect_left(sorted_keys, (key[1], key[2]), key=lambda k: (k[1], k[2]))
+
+
+def key_matches(key: NodeKey, filter_text: str) -> bool:
+    """The resource tree's filter rule: case-insensitive substring of the kind, namespace or name."""
+    needle = filter_text.strip().lower()
+    return not needle or any(needle in part.lower() for part in key)

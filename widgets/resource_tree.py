@@ -39,6 +39,7 @@ from phases.resources import (
     NodeKey,
     ResourceModel,
     ResourceNode,
+    key_matches,
     short_revision,
     vault_path_key,
 )
@@ -99,8 +100,8 @@ def _one_line(text: str, width: int = STATUS_WIDTH) -> str:
 
 
 def node_matches(node: ResourceNode, needle: str) -> bool:
-    """Case-insensitive substring match on kind, namespace or name (``needle`` already lower-case)."""
-    return not needle or any(needle in part.lower() for part in (node.kind, node.namespace, node.name))
+    """The one filter rule (phases.resources.key_matches), applied to a node."""
+    return key_matches(node.key, needle)
 
 
 class ResourceTree(Tree[RowData]):
