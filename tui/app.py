@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
@@ -22,12 +23,14 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from phases.audit import AuditLog, read_audit
 from phases.config import Config
 from phases.engine import SecretRequest
 from phases.events import Event, OutputLines, PhaseFinished, PhaseInfo, RunFinished, RunStarted, StepFailed
 from phases.resources import NodeKey, ResourceModel
 from phases.secrets import SecretStore, SecretValue
 from phases.state import StateLocked, StateStore, write_private_file
+from widgets.audit_view import AuditScreen
 from widgets.confirm import ConfirmScreen
 from widgets.help_screen import HelpEntry, HelpScreen
 from widgets.log_pane import LogPane
@@ -36,9 +39,12 @@ from widgets.resource_tree import ResourceTree
 from widgets.secret_prompt import SecretPromptScreen
 from widgets.status_header import RepoRef, StatusHeader
 from widgets.step_details import StepDetailsScreen
+from widgets.suspend_reason import SuspendReasonScreen
 from widgets.timeline import PhaseTimeline
 
 if TYPE_CHECKING:
+    from phases.day2 import Action as Day2Action
+    from phases.day2 import ActionResult
     from phases.engine import Engine
     from phases.platform import Platform
     from phases.watch import ResourceWatcher, WatchBatch
@@ -65,12 +71,43 @@ class GitOpsApp(App[int]):
         Binding("tab", "focus_next", "Next pane", show=False, id="focus_next"),
         Binding("shift+tab", "focus_previous", "Previous pane", show=False, id="focus_previous"),
         Binding("question_mark", "help", "Help", id="help"),
+        Binding("s", "suspend", "Suspend", id="suspend"),
+        Binding("r", "resume", "Resume", id="resume"),
+        Binding("R", "reconcile", "Reconcile", id="reconcile"),
+        Binding(
+            "W", "reconcile_with_source", "Reconcile with source", show=False, id="reconcile_with_source"
+        ),
+        Binding("f", "force_sync", "Force sync", show=False, id="force_sync"),
+        Binding("S", "bulk('suspend')", "Suspend all (filtered)", show=False, id="bulk_suspend"),
+        Binding("U", "bulk('resume')", "Resume all (filtered)", show=False, id="bulk_resume"),
+        Binding("g", "rollback", "Rollback", id="rollback"),
+        Binding("a", "audit", "Audit log", show=False, id="audit"),
+        Binding("x", "cancel_action", "Cancel the wait", show=False, id="cancel_action"),
         Binding("ctrl+r", "refresh_vault", "Refresh Vault", show=False, id="refresh_vault"),
         Binding("escape", "close_details", "Close details", show=False, id="close_details"),
         Binding("q", "request_quit", "Quit", id="quit"),
         Binding("ctrl+q", "request_quit", "Quit", show=False, priority=True, id="quit_now"),
     ]
-    MUTATING_ACTIONS: ClassVar[frozenset[str]] = frozenset({"bootstrap"})
+    MUTATING_ACTIONS: ClassVar[frozenset[str]] = frozenset(
+        {
+            "bootstrap",
+            "suspend",
+            "resume",
+            "reconcile",
+            "reconcile_with_source",
+            "force_sync",
+            "bulk",
+            "rollback",
+        }
+    )
+    # Key action -> phases.day2 action, for the ones that act on the tree's selected object.
+    DAY2_ACTIONS: ClassVar[dict[str, Day2Action]] = {
+        "suspend": "suspend",
+        "resume": "resume",
+        "reconcile": "reconcile",
+        "reconcile_with_source": "reconcile-with-source",
+        "force_sync": "force-sync",
+    }
 
     def __init__(
         self,
@@ -97,6 +134,8 @@ class GitOpsApp(App[int]):
         self._watcher: ResourceWatcher | None = None
         self._quitting = False
         self._vault_polls = 0
+        self._day2_cancel: threading.Event | None = None
+        self.audit = AuditLog(config.engine.resolved_state_dir(), redact=self.secrets.redact)
 
     # -- layout --------------------------------------------------------------------------
 
@@ -185,8 +224,15 @@ class GitOpsApp(App[int]):
         return self.engine is not None and self.engine.running
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in self.MUTATING_ACTIONS and (self.readonly or self.bootstrap_running):
+        if action in self.MUTATING_ACTIONS and (self.readonly or self.bootstrap_running or self.day2_running):
             return None  # shown, greyed out
+        if action in self.DAY2_ACTIONS:
+            from phases.day2 import applies_to
+
+            key = self._selected_key()
+            return True if key is not None and applies_to(self.DAY2_ACTIONS[action], key[0]) else None
+        if action == "cancel_action":
+            return True if self.day2_running else None
         if action == "close_details":
             return bool(self.query(ResourceDetails) and self.query_one(ResourceDetails).display)
         return True
@@ -449,6 +495,205 @@ class GitOpsApp(App[int]):
 
     def action_close_details(self) -> None:
         self.query_one(ResourceDetails).display = False
+
+    # -- day 2 ---------------------------------------------------------------------------------
+
+    @property
+    def day2_running(self) -> bool:
+        return self._day2_cancel is not None
+
+    def _selected_key(self) -> NodeKey | None:
+        trees = self.query(ResourceTree)
+        return trees.first().selected_key if trees else None
+
+    def action_suspend(self) -> None:
+        from phases.audit import current_actor
+        from phases.day2 import describe, describe_key
+
+        key = self._selected_key()
+        if key is None:
+            return
+        actor = current_actor()
+
+        def commands(reason: str) -> list[str]:
+            return describe("suspend", [key], reason=reason, actor=actor)[1]
+
+        def chosen(reason: str | None) -> None:
+            if reason is not None:
+                self.run_day2("suspend", [key], reason=reason)
+
+        self.push_screen(
+            SuspendReasonScreen(f"Suspend {describe_key(key)}", [describe_key(key)], commands), chosen
+        )
+
+    def action_resume(self) -> None:
+        self._confirm_day2("resume")
+
+    def action_reconcile(self) -> None:
+        self._confirm_day2("reconcile")
+
+    def action_reconcile_with_source(self) -> None:
+        self._confirm_day2("reconcile-with-source")
+
+    def action_force_sync(self) -> None:
+        self._confirm_day2("force-sync")
+
+    def _confirm_day2(self, action: Day2Action, *, resume_suspended: bool | None = None) -> None:
+        from phases.day2 import describe, describe_key
+
+        key = self._selected_key()
+        if key is None:
+            return
+        node = self.model.get(key)
+        if resume_suspended is None:
+            # Reconciling a suspended object would silently do nothing: offer to resume it as well.
+            resume_suspended = bool(node and node.suspended) and action in (
+                "reconcile",
+                "reconcile-with-source",
+            )
+        title, calls = describe(
+            action, [key], model=self.model, resume_suspended=resume_suspended,
+            timeout=self.config.engine.wait_timeout,
+        )  # fmt: skip
+        description = f"{describe_key(key)}: the calls below, then a wait (x cancels it)."
+        if resume_suspended:
+            description = (
+                f"{describe_key(key)} is suspended, so a reconcile alone would do nothing. " + description
+            )
+
+        def confirmed(ok: bool | None) -> None:
+            if ok:
+                self.run_day2(action, [key], resume_suspended=resume_suspended)
+
+        self.push_screen(ConfirmScreen(title, description, calls, confirm_label="Run"), confirmed)
+
+    def action_bulk(self, action: str) -> None:
+        from phases.audit import current_actor
+        from phases.day2 import describe, describe_key, plan_bulk
+
+        bulk_action: Literal["suspend", "resume"] = "suspend" if action == "suspend" else "resume"
+        keys = plan_bulk(self.model, bulk_action, self.query_one(ResourceTree).filter_text)
+        if not keys:
+            self.notify(
+                f"no Kustomization to {bulk_action} (filter: {self.query_one(ResourceTree).filter_text!r})"
+            )
+            return
+        targets = [describe_key(key) for key in keys]
+        if bulk_action == "suspend":
+            actor = current_actor()
+
+            def chosen(reason: str | None) -> None:
+                if reason is not None:
+                    self.run_day2("suspend", keys, reason=reason, bulk=True)
+
+            self.push_screen(
+                SuspendReasonScreen(
+                    f"Suspend {len(keys)} Kustomizations",
+                    targets,
+                    lambda reason: describe("suspend", keys, reason=reason, actor=actor)[1],
+                ),
+                chosen,
+            )
+            return
+        title, calls = describe("resume", keys, timeout=self.config.engine.wait_timeout)
+
+        def confirmed(ok: bool | None) -> None:
+            if ok:
+                self.run_day2("resume", keys, bulk=True)
+
+        self.push_screen(
+            ConfirmScreen(title, "\n".join(targets), calls, confirm_label="Resume all"), confirmed
+        )
+
+    @work(thread=True, group="day2", exit_on_error=False)
+    def run_day2(
+        self,
+        action: Day2Action,
+        keys: list[NodeKey],
+        *,
+        reason: str | None = None,
+        resume_suspended: bool = False,
+        bulk: bool = False,
+    ) -> None:
+        from phases import day2
+        from phases.audit import current_actor
+
+        cancel = threading.Event()
+        self.call_from_thread(self._day2_started, cancel)
+        kube = self.platform().kube
+        waits = {"timeout": self.config.engine.wait_timeout, "interval": self.config.engine.poll_interval}
+
+        def progress(line: str) -> None:
+            self.call_from_thread(self.query_one(LogPane).add_lines, "day2", "engine", [line])
+
+        results: list[ActionResult] = []
+        try:
+            if bulk:
+                bulk_action: Literal["suspend", "resume"] = "suspend" if action == "suspend" else "resume"
+                results = day2.bulk(
+                    kube, keys, bulk_action, reason=reason, actor=current_actor(), progress=progress,
+                    cancel=cancel, audit=self.audit, **waits,
+                )  # fmt: skip
+            elif action == "suspend":
+                results = [
+                    day2.suspend(
+                        kube,
+                        keys[0],
+                        reason=reason,
+                        actor=current_actor(),
+                        audit=self.audit,
+                        progress=progress,
+                    )
+                ]
+            elif action == "resume":
+                results = [
+                    day2.resume(kube, keys[0], progress=progress, cancel=cancel, audit=self.audit, **waits)
+                ]
+            elif action == "force-sync":
+                results = [
+                    day2.force_sync(
+                        kube, keys[0], progress=progress, cancel=cancel, audit=self.audit, **waits
+                    )
+                ]
+            else:
+                run = day2.reconcile if action == "reconcile" else day2.reconcile_with_source
+                results = [
+                    run(
+                        kube, keys[0], resume_suspended=resume_suspended, progress=progress, cancel=cancel,
+                        audit=self.audit, **waits,
+                    )
+                ]  # fmt: skip
+        finally:
+            self.call_from_thread(self._day2_finished, results)
+
+    def _day2_started(self, cancel: threading.Event) -> None:
+        self._day2_cancel = cancel
+        self.refresh_bindings()
+
+    def _day2_finished(self, results: list[ActionResult]) -> None:
+        from phases.day2 import SuspendedObject
+
+        self._day2_cancel = None
+        self.refresh_bindings()
+        log = self.query_one(LogPane)
+        for result in results:
+            log.add_lines("day2", "engine" if result.ok else "stderr", [result.summary])
+            if isinstance(result, SuspendedObject):
+                self._confirm_day2(result.action, resume_suspended=True)  # the model lagged: offer it now
+                return
+        failed = [result for result in results if not result.ok]
+        if failed:
+            self.notify("\n".join(result.summary for result in failed[:5]), severity="error", timeout=10)
+        elif results:
+            self.notify("\n".join(result.summary for result in results[:5]))
+
+    def action_cancel_action(self) -> None:
+        if self._day2_cancel is not None:
+            self._day2_cancel.set()
+            self.notify("cancelling the wait…")
+
+    def action_audit(self) -> None:
+        self.push_screen(AuditScreen(read_audit(self.audit.path), source=str(self.audit.path)))
 
     # -- help and quit -----------------------------------------------------------------------
 

@@ -1,0 +1,142 @@
+"""Day 2 from the keyboard on a bootstrapped sandbox: s, R (offering resume), W, f, bulk, audit, cancel."""
+
+from __future__ import annotations
+
+from textual.pilot import Pilot
+
+from phases.bootstrap import build_engine
+from phases.events import RunFinished
+from phases.kube import EXTERNAL_SECRETS, KUSTOMIZATIONS, KubeClient
+from phases.resources import EXTERNAL_SECRET, KUSTOMIZATION, NodeKey
+from phases.secrets import SecretStore, SecretValue
+from sandbox.world import SandboxWorld
+from tests.e2e.test_bootstrap import DEMO_VALUES
+from tests.support.screen import screen_text
+from tests.tui.test_app import sandbox_config, wait_for
+from tui.app import GitOpsApp
+from widgets.audit_view import AuditScreen
+from widgets.confirm import ConfirmScreen
+from widgets.resource_tree import ResourceTree
+from widgets.suspend_reason import SuspendReasonScreen
+
+PRODUCTION: NodeKey = (KUSTOMIZATION, "flux-system", "production")
+MYAPP_SECRETS: NodeKey = (EXTERNAL_SECRET, "myapp", "myapp-secrets")
+
+
+async def select(pilot: Pilot[int], tree: ResourceTree, key: NodeKey) -> None:
+    tree.focus()
+    for _ in range(3):  # up to three passes over the tree: rows load lazily
+        for _ in range(60):
+            if tree.selected_key == key:
+                return
+            await pilot.press("down")
+        await pilot.press("home")
+    raise AssertionError(f"{key} not reachable with the keyboard; screen:\n{screen_text(pilot.app)}")
+
+
+async def test_day2_actions_from_the_keyboard(sandbox_world: SandboxWorld) -> None:
+    config, env = sandbox_config(sandbox_world)
+    store = SecretStore()
+    for name, value in DEMO_VALUES.items():
+        store.put(name, SecretValue.from_bytes(name, value), source="test")
+    events = [e async for e in build_engine(config, secrets=store, command_env=env).run()]
+    assert isinstance(events[-1], RunFinished) and events[-1].status == "succeeded"
+    kube = KubeClient(config.cluster.resolved_kubeconfig(), user_agent="test/1")
+
+    app = GitOpsApp(config, command_env=env, sandbox=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        tree = app.query_one(ResourceTree)
+        await wait_for(pilot, lambda: app.model.get(PRODUCTION) is not None)
+        await select(pilot, tree, PRODUCTION)
+
+        # s: suspend with a reason, after showing the exact call.
+        await pilot.press("s")
+        await wait_for(pilot, lambda: isinstance(app.screen, SuspendReasonScreen))
+        await pilot.press(*"db migration")
+        assert "spec.suspend" in screen_text(app)
+        await pilot.press("enter")
+        await wait_for(
+            pilot,
+            lambda: bool(
+                (kube.get(KUSTOMIZATIONS, "production", "flux-system") or {})["spec"].get("suspend")
+            ),
+        )
+        annotations = kube.get(KUSTOMIZATIONS, "production", "flux-system")["metadata"]["annotations"]  # type: ignore[index]
+        assert annotations["gitops-tui/suspend-reason"] == "db migration"
+        await wait_for(pilot, lambda: bool(app.model.get(PRODUCTION) and app.model.get(PRODUCTION).suspended))  # type: ignore[union-attr]
+
+        # R on a suspended object offers "resume and reconcile" instead of silently doing nothing.
+        await pilot.press("R")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        assert "is suspended" in screen_text(app)
+        await pilot.press("y")
+        await wait_for(pilot, lambda: app.day2_running)
+        await wait_for(pilot, lambda: not app.day2_running, timeout=60)
+        obj = kube.get(KUSTOMIZATIONS, "production", "flux-system")
+        assert obj is not None and not obj["spec"].get("suspend")
+        assert "gitops-tui/suspend-reason" not in (obj["metadata"].get("annotations") or {})
+        assert (
+            obj["status"]["lastHandledReconcileAt"]
+            == obj["metadata"]["annotations"]["reconcile.fluxcd.io/requestedAt"]
+        )
+
+        # W: the source first, then the Kustomization.
+        await pilot.press("W")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        assert "GitRepository flux-system/flux-system" in screen_text(app)
+        await pilot.press("y")
+        await wait_for(pilot, lambda: app.day2_running)
+        await wait_for(pilot, lambda: not app.day2_running, timeout=60)
+
+        # f on an ExternalSecret forces a sync; on a Kustomization it is greyed out.
+        assert app.check_action("force_sync", ()) is None
+        await wait_for(pilot, lambda: app.model.get(MYAPP_SECRETS) is not None)
+        before = (kube.get(EXTERNAL_SECRETS, "myapp-secrets", "myapp") or {})["status"]["refreshTime"]
+        await select(pilot, tree, MYAPP_SECRETS)
+        assert app.check_action("suspend", ()) is None
+        await pilot.press("f")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await wait_for(pilot, lambda: app.day2_running)
+        await wait_for(pilot, lambda: not app.day2_running, timeout=60)
+        after = (kube.get(EXTERNAL_SECRETS, "myapp-secrets", "myapp") or {})["status"]["refreshTime"]
+        assert after != before
+
+        # S / U: bulk suspend and resume every Kustomization, with one confirmation listing them.
+        await pilot.press("S")
+        await wait_for(pilot, lambda: isinstance(app.screen, SuspendReasonScreen))
+        text = screen_text(app)
+        assert "flux-system/production" in text and "flux-system/flux-system" in text
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: all(k["spec"].get("suspend") for k in kube.list(KUSTOMIZATIONS)))
+        await wait_for(pilot, lambda: not app.day2_running)
+        await pilot.press("U")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await wait_for(
+            pilot,
+            lambda: (
+                not app.day2_running and not any(k["spec"].get("suspend") for k in kube.list(KUSTOMIZATIONS))
+            ),
+            timeout=60,
+        )
+
+        # a: every action is in the audit log, viewable in the UI.
+        await pilot.press("a")
+        await wait_for(pilot, lambda: isinstance(app.screen, AuditScreen))
+        text = screen_text(app)
+        for action in ("suspend", "reconcile", "force-sync", "resume"):
+            assert action in text
+        await pilot.press("escape")
+
+
+async def test_day2_keys_are_disabled_in_readonly_mode(sandbox_world: SandboxWorld) -> None:
+    config, env = sandbox_config(sandbox_world)
+    app = GitOpsApp(config, command_env=env, sandbox=True, readonly=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.3)
+        for action in ("suspend", "resume", "reconcile", "reconcile_with_source", "force_sync", "bulk"):
+            assert app.check_action(action, ()) is None
+        await pilot.press("s", "S", "U")
+        await pilot.pause(0.2)
+        assert not isinstance(app.screen, (SuspendReasonScreen, ConfirmScreen))
