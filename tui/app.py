@@ -36,6 +36,7 @@ from widgets.help_screen import HelpEntry, HelpScreen
 from widgets.log_pane import LogPane
 from widgets.resource_details import ResourceDetails
 from widgets.resource_tree import ResourceTree
+from widgets.rollback_picker import RollbackChoice, RollbackPickerScreen
 from widgets.secret_prompt import SecretPromptScreen
 from widgets.status_header import RepoRef, StatusHeader
 from widgets.step_details import StepDetailsScreen
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from phases.day2 import ActionResult
     from phases.engine import Engine
     from phases.platform import Platform
+    from phases.rollback import ActionPlan, RollbackOutcome, RollbackPlanner
     from phases.watch import ResourceWatcher, WatchBatch
 
 MIN_WIDTH, MIN_HEIGHT = 60, 16
@@ -118,8 +120,10 @@ class GitOpsApp(App[int]):
         sandbox: bool = False,
         start_bootstrap: bool = False,
         demo_secrets: bool = False,
+        clone_url: str | None = None,
     ) -> None:
         super().__init__()
+        self.clone_url = clone_url  # the sandbox's clone pushes to a path while Flux reads over HTTP
         self.config = config
         self.command_env = dict(command_env or {})
         self.readonly = readonly
@@ -135,6 +139,8 @@ class GitOpsApp(App[int]):
         self._quitting = False
         self._vault_polls = 0
         self._day2_cancel: threading.Event | None = None
+        self._rollback: RollbackPlanner | None = None
+        self._rollback_total = 0
         self.audit = AuditLog(config.engine.resolved_state_dir(), redact=self.secrets.redact)
 
     # -- layout --------------------------------------------------------------------------
@@ -694,6 +700,187 @@ class GitOpsApp(App[int]):
 
     def action_audit(self) -> None:
         self.push_screen(AuditScreen(read_audit(self.audit.path), source=str(self.audit.path)))
+
+    # -- rollback picker -----------------------------------------------------------------------
+
+    def action_rollback(self) -> None:
+        self.open_rollback_picker()
+
+    @work(thread=True, exclusive=True, group="rollback", exit_on_error=False)
+    def open_rollback_picker(self) -> None:
+        """Fetch the clone first (the list must be current), then show the picker."""
+        from phases.errors import GitOpsError
+        from phases.rollback import RollbackPlanner
+
+        readonly, message = self.readonly, ""
+        try:
+            planner = RollbackPlanner.open(
+                self.config, kube=self.platform().kube, readonly=self.readonly, clone_url=self.clone_url
+            )
+        except GitOpsError as error:
+            self.call_from_thread(self.notify, str(error), severity="error", timeout=10)
+            return
+        try:
+            prepared = planner.prepare()
+            branch = prepared.branch
+        except GitOpsError as error:  # dirty, detached or diverged clone: look, but change nothing
+            readonly, message, branch = True, str(error), self.config.deployments.branch
+            planner = RollbackPlanner(planner.repo, self.config, kube=self.platform().kube, readonly=True)
+            prepared = planner.prepare()
+        self._rollback = planner
+        refusal = (
+            None
+            if self.config.deployments.allow_force_push
+            else "hard reset is disabled: set deployments.allow_force_push = true to allow it"
+        )
+
+        def show() -> None:
+            picker = RollbackPickerScreen(branch=branch, readonly=readonly, reset_refusal=refusal)
+            self.push_screen(picker)
+            if message:
+                picker.set_status(message, severity="warning")
+
+        self._rollback_total = prepared.total_commits
+        self.call_from_thread(show)
+
+    def _picker(self) -> RollbackPickerScreen | None:
+        return self.screen if isinstance(self.screen, RollbackPickerScreen) else None
+
+    @on(RollbackPickerScreen.PageRequested)
+    def rollback_page(self, message: RollbackPickerScreen.PageRequested) -> None:
+        self.load_rollback_page(message.skip, message.limit)
+
+    @work(thread=True, group="rollback-pages", exit_on_error=False)
+    def load_rollback_page(self, skip: int, limit: int) -> None:
+        planner = self._rollback
+        picker = self._picker()
+        if planner is None or picker is None:
+            return
+        try:
+            commits = planner.page(skip, limit)
+        except Exception as error:
+            self.call_from_thread(picker.page_failed, str(error))
+            return
+        self.call_from_thread(picker.add_page, commits, self._rollback_total, skip=skip)
+        files = planner.files_changed(skip, limit)
+        markers = planner.applied_markers()
+        self.call_from_thread(picker.set_files_changed, files)
+        self.call_from_thread(picker.set_markers, markers)
+
+    @on(RollbackPickerScreen.DiffRequested)
+    def rollback_diff(self, message: RollbackPickerScreen.DiffRequested) -> None:
+        self.load_rollback_diff(message.sha)
+
+    @work(thread=True, exclusive=True, group="rollback-diff", exit_on_error=False)
+    def load_rollback_diff(self, sha: str) -> None:
+        planner, picker = self._rollback, self._picker()
+        if planner is not None and picker is not None:
+            self.call_from_thread(picker.show_diff, sha, planner.diff(sha))
+
+    @on(RollbackPickerScreen.RefreshRequested)
+    def rollback_refresh(self) -> None:
+        self.open_rollback_picker_again()
+
+    @work(thread=True, exclusive=True, group="rollback", exit_on_error=False)
+    def open_rollback_picker_again(self) -> None:
+        planner, picker = self._rollback, self._picker()
+        if planner is None or picker is None:
+            return
+        try:
+            self._rollback_total = planner.prepare().total_commits
+        except Exception as error:
+            self.call_from_thread(picker.set_status, str(error), severity="error")
+            return
+        self.call_from_thread(picker.reload)
+
+    @on(RollbackPickerScreen.Chosen)
+    def rollback_chosen(self, message: RollbackPickerScreen.Chosen) -> None:
+        if self.readonly:
+            self.notify("read-only mode: the rollback picker only shows history", severity="warning")
+            return
+        self.plan_rollback(message.choice)
+
+    @work(thread=True, exclusive=True, group="rollback-plan", exit_on_error=False)
+    def plan_rollback(self, choice: RollbackChoice) -> None:
+        from phases.errors import GitOpsError
+
+        planner, picker = self._rollback, self._picker()
+        if planner is None or picker is None:
+            return
+        try:
+            if choice.action == "reset":
+                plan = planner.plan_reset(choice.sha)
+            else:
+                plan = planner.plan_revert(
+                    choice.sha, range_back=choice.action == "revert-range", mainline=choice.mainline
+                )
+        except GitOpsError as error:
+            self.call_from_thread(picker.set_status, str(error), severity="error")
+            return
+        self.call_from_thread(self._confirm_rollback, plan)
+
+    def _confirm_rollback(self, plan: ActionPlan) -> None:
+        def confirmed(ok: bool | None) -> None:
+            if ok:
+                self.execute_rollback(plan)
+
+        self.push_screen(
+            ConfirmScreen(
+                plan.title,
+                plan.description,
+                plan.confirmation_lines,
+                destructive=plan.destructive,
+                typed_confirmation=plan.typed_confirmation,
+                confirm_label="Reset and push" if plan.destructive else "Revert and push",
+            ),
+            confirmed,
+        )
+
+    @work(thread=True, exclusive=True, group="rollback-run", exit_on_error=False)
+    def execute_rollback(self, plan: ActionPlan, retry: bool = False) -> None:
+        planner, picker = self._rollback, self._picker()
+        if planner is None or picker is None:
+            return
+
+        def progress(line: str) -> None:
+            self.call_from_thread(self.query_one(LogPane).add_lines, "rollback", "engine", [line])
+            self.call_from_thread(picker.set_busy, line)
+
+        self.call_from_thread(picker.set_busy, "working…")
+        outcome = planner.fetch_and_retry(plan, progress) if retry else planner.execute(plan, progress)
+        self.call_from_thread(self._rollback_done, outcome)
+
+    def _rollback_done(self, outcome: RollbackOutcome) -> None:
+        picker = self._picker()
+        self.audit.record(
+            action=f"rollback-{outcome.plan.kind}",
+            kind="GitBranch",
+            namespace="",
+            name=f"{self.config.deployments.url}#{self.config.deployments.branch}",
+            result="succeeded" if outcome.pushed else outcome.status,
+            message=outcome.message,
+            revision=outcome.new_head or "",
+        )
+        if picker is None:
+            self.notify(outcome.message, severity="information" if outcome.pushed else "error")
+            return
+        picker.set_busy(None)
+        picker.set_status(outcome.message, severity="information" if outcome.pushed else "error")
+        if outcome.pushed:
+            self.open_rollback_picker_again()
+        elif outcome.can_fetch_and_retry:
+            plan = outcome.plan
+
+            def retry(ok: bool | None) -> None:
+                if ok:
+                    self.execute_rollback(plan, retry=True)
+
+            self.push_screen(
+                ConfirmScreen("Someone pushed meanwhile", outcome.message, ("git fetch", *plan.commands)),
+                retry,
+            )
+        elif outcome.status == "confirm-again" and outcome.next_plan is not None:
+            self._confirm_rollback(outcome.next_plan)
 
     # -- help and quit -----------------------------------------------------------------------
 

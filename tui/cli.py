@@ -179,6 +179,7 @@ def run_ui(args: argparse.Namespace, session: Session, *, start_bootstrap: bool)
         sandbox=args.sandbox,
         start_bootstrap=start_bootstrap,
         demo_secrets=getattr(args, "demo_secrets", False),
+        clone_url=session.sandbox.sandbox_info().remote_path.as_uri() if session.sandbox else None,
     )
     result = app.run()
     return int(result) if isinstance(result, int) else EXIT_OK

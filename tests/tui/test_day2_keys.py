@@ -140,3 +140,42 @@ async def test_day2_keys_are_disabled_in_readonly_mode(sandbox_world: SandboxWor
         await pilot.press("s", "S", "U")
         await pilot.pause(0.2)
         assert not isinstance(app.screen, (SuspendReasonScreen, ConfirmScreen))
+
+
+async def test_rollback_picker_reverts_a_merge_from_the_keyboard(sandbox_world: SandboxWorld) -> None:
+    from phases.kube import DEPLOYMENTS
+    from widgets.rollback_picker import RollbackPickerScreen
+
+    config, env = sandbox_config(sandbox_world)
+    store = SecretStore()
+    for name, value in DEMO_VALUES.items():
+        store.put(name, SecretValue.from_bytes(name, value), source="test")
+    events = [e async for e in build_engine(config, secrets=store, command_env=env).run()]
+    assert isinstance(events[-1], RunFinished) and events[-1].status == "succeeded"
+    kube = KubeClient(config.cluster.resolved_kubeconfig(), user_agent="test/1")
+    assert kube.get(DEPLOYMENTS, "webapp", "webapp") is not None
+
+    clone_url = sandbox_world.info.remote_path.as_uri()
+    app = GitOpsApp(config, command_env=env, sandbox=True, clone_url=clone_url)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("g")
+        await wait_for(pilot, lambda: isinstance(app.screen, RollbackPickerScreen))
+        await wait_for(pilot, lambda: "Merge branch 'feature/webapp'" in screen_text(app))
+        assert "◀ flux-system production" in screen_text(app)  # what each Kustomization has applied
+        await pilot.press("j", "j")  # the third commit from the top is the merge
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "Parent 1" in screen_text(app) or "parent" in screen_text(app).lower())
+        await pilot.press("1")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        text = screen_text(app)
+        assert "git revert --no-edit --mainline 1" in text and "git push" in text
+        await pilot.press("y")
+        await wait_for(pilot, lambda: kube.get(DEPLOYMENTS, "webapp", "webapp") is None, timeout=90)
+        await wait_for(pilot, lambda: isinstance(app.screen, RollbackPickerScreen))
+        await wait_for(
+            pilot, lambda: "Revert \"Merge branch 'feature/webapp'\"" in screen_text(app), timeout=30
+        )
+        await pilot.press("escape")
+        await pilot.press("a")
+        await wait_for(pilot, lambda: isinstance(app.screen, AuditScreen))
+        assert "rollback-revert" in screen_text(app)
