@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from textual import on, work
@@ -55,6 +56,18 @@ MIN_WIDTH, MIN_HEIGHT = 60, 16
 VAULT_POLL_SECONDS = 10.0
 
 
+def current_context(kubeconfig: Path) -> str:
+    """The kubeconfig's current-context, read as plain YAML (no client import before the first paint)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(kubeconfig.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return "no kubeconfig"
+    context = data.get("current-context") if isinstance(data, dict) else None
+    return str(context) if context else "default"
+
+
 class EngineEvent(Message):
     """One engine event, delivered to the UI thread by the bootstrap worker."""
 
@@ -85,7 +98,8 @@ class GitOpsApp(App[int]):
         Binding("g", "rollback", "Rollback", id="rollback"),
         Binding("a", "audit", "Audit log", show=False, id="audit"),
         Binding("x", "cancel_action", "Cancel the wait", show=False, id="cancel_action"),
-        Binding("ctrl+r", "refresh_vault", "Refresh Vault", show=False, id="refresh_vault"),
+        Binding("ctrl+r", "refresh", "Retry cluster and Vault now", show=False, id="refresh"),
+        Binding("l", "log_this_step", "Log: selected step only", show=False, id="log_this_step"),
         Binding("escape", "close_details", "Close details", show=False, id="close_details"),
         Binding("q", "request_quit", "Quit", id="quit"),
         Binding("ctrl+q", "request_quit", "Quit", show=False, priority=True, id="quit_now"),
@@ -161,7 +175,9 @@ class GitOpsApp(App[int]):
             self.set_keymap(dict(self.config.keys))
         header = self.query_one(StatusHeader)
         header.update_status(
-            context=self.config.cluster.context or "default", readonly=self.readonly, sandbox=self.sandbox
+            context=self.config.cluster.context or current_context(self.config.cluster.resolved_kubeconfig()),
+            readonly=self.readonly,
+            sandbox=self.sandbox,
         )
         timeline = self.query_one(PhaseTimeline)
         timeline.load(self._phase_infos(), self._estimates())
@@ -439,8 +455,17 @@ class GitOpsApp(App[int]):
         except Exception:
             return None
 
-    def action_refresh_vault(self) -> None:
+    def action_refresh(self) -> None:
+        """Retry now instead of at the next back-off: the watches, the Vault status and its paths."""
+        if self._watcher is not None:
+            self._watcher.retry_now()
+        self.poll_vault()
         self.refresh_vault_paths()
+
+    def action_log_this_step(self) -> None:
+        log = self.query_one(LogPane)
+        key = self.query_one(PhaseTimeline).selected_key
+        log.set_filter(None if log.tag_filter is not None or key is None else key)
 
     @work(thread=True, exclusive=True, group="vault-paths", exit_on_error=False)
     def refresh_vault_paths(self) -> None:

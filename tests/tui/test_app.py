@@ -17,6 +17,7 @@ from tests.support.screen import screen_text
 from tui.app import GitOpsApp
 from widgets.confirm import ConfirmScreen
 from widgets.help_screen import HelpScreen
+from widgets.log_pane import LogPane
 from widgets.resource_details import ResourceDetails
 from widgets.resource_tree import ResourceTree
 from widgets.secret_input import SecretInput
@@ -222,3 +223,29 @@ async def test_the_command_palette_lists_the_app_keys(tmp_path: Path) -> None:
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.press("escape")
+
+
+async def test_header_shows_the_kubeconfig_context_and_l_filters_the_log(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: prod-eu\nclusters: []\ncontexts: []\n"
+    )
+    config = config_from_document(
+        {"engine": {"state_dir": str(tmp_path / "s")}, "cluster": {"kubeconfig": str(kubeconfig)}}
+    )
+    app = GitOpsApp(config)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.2)
+        assert "prod-eu" in screen_text(app)
+        log = app.query_one(LogPane)
+        log.add_lines("1/k3s", "stdout", ["k3s line"])
+        log.add_lines("1/flux", "stdout", ["flux line"])
+        log.flush()
+        await pilot.press("l")  # the timeline's selected step is 1/k3s
+        await pilot.pause(0.2)
+        assert log.tag_filter == "1/k3s" and list(log.shown_lines)[-1].endswith("k3s line")
+        await pilot.press("l")
+        await pilot.pause(0.2)
+        assert log.tag_filter is None
+        await pilot.press("ctrl+r")  # retry now: nothing breaks without a cluster
+        await pilot.pause(0.2)
