@@ -179,3 +179,44 @@ async def test_rollback_picker_reverts_a_merge_from_the_keyboard(sandbox_world: 
         await pilot.press("a")
         await wait_for(pilot, lambda: isinstance(app.screen, AuditScreen))
         assert "rollback-revert" in screen_text(app)
+
+
+async def test_rollback_reset_needs_permission_and_a_typed_confirmation(sandbox_world: SandboxWorld) -> None:
+    import dataclasses
+
+    from phases.git import GitRepo
+    from widgets.rollback_picker import RollbackPickerScreen
+
+    config, env = sandbox_config(sandbox_world)
+    clone_url = sandbox_world.info.remote_path.as_uri()
+    remote = GitRepo(sandbox_world.info.remote_path)
+    head_before = remote.head("refs/heads/main")
+
+    refused = GitOpsApp(config, command_env=env, sandbox=True, clone_url=clone_url)
+    async with refused.run_test(size=(100, 30)) as pilot:
+        await pilot.press("g")
+        await wait_for(pilot, lambda: "deploy: update myapp to v1.2.3" in screen_text(refused))
+        await pilot.press("j", "X")
+        await wait_for(pilot, lambda: "allow_force_push" in screen_text(refused))
+        assert not isinstance(refused.screen, ConfirmScreen)
+
+    allowed_config = dataclasses.replace(
+        config, deployments=dataclasses.replace(config.deployments, allow_force_push=True)
+    )
+    app = GitOpsApp(allowed_config, command_env=env, sandbox=True, clone_url=clone_url)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("g")
+        await wait_for(pilot, lambda: isinstance(app.screen, RollbackPickerScreen))
+        await wait_for(pilot, lambda: "deploy: update myapp to v1.2.3" in screen_text(app))
+        await pilot.press("j", "X")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        text = screen_text(app)
+        assert "--force-with-lease" in text and "git reset --hard" in text
+        await pilot.press("enter")  # not enough: the short sha must be typed first
+        await pilot.pause(0.3)
+        assert isinstance(app.screen, ConfirmScreen) and remote.head("refs/heads/main") == head_before
+        target = app.screen.typed_confirmation
+        assert target is not None
+        await pilot.press(*target, "enter")
+        await wait_for(pilot, lambda: remote.head("refs/heads/main") != head_before, timeout=60)
+        assert remote.head("refs/heads/main").startswith(target)
