@@ -47,6 +47,7 @@ T = TypeVar("T")
 
 FLUSH_INTERVAL = 0.05  # seconds: output reaches consumers in batches, never line by line
 FLUSH_LINES = 1000
+SAVE_INTERVAL = 0.2  # seconds between state writes within a phase
 
 
 class StepError(GitOpsError):
@@ -186,6 +187,8 @@ class Engine:
         self._flusher: asyncio.Task[None] | None = None
         self._runner: asyncio.Task[None] | None = None
         self._state = RunState()
+        self._last_save = 0.0
+        self._unsaved = False
 
     def phase_infos(self) -> tuple[PhaseInfo, ...]:
         return tuple(phase.info() for phase in self.phases)
@@ -291,6 +294,8 @@ class Engine:
                         break
                 if phase.wipe_secrets_after:
                     self._wipe(f"after phase {phase.number}")
+                if self._unsaved:
+                    self._save(force=True)
                 self._emit(PhaseFinished(phase=phase.number, status=outcome))  # type: ignore[arg-type]
                 if outcome == "failed":
                     break
@@ -333,7 +338,7 @@ class Engine:
         record.started_at = started_wall
         record.finished_at = None
         record.attempts += 1
-        self.store.save(self._state)
+        self._save()
         context = StepContext(self, phase, step)
         try:
             if await step.check(context):
@@ -369,8 +374,6 @@ class Engine:
             message = self.secrets.redact(f"{type(error).__name__}: {error}")
             return self._fail(record, phase, step, started, StepError(f"unexpected error: {message}"))
         duration = self._finish(record, "done", started, None)
-        record.last_duration = duration
-        self.store.save(self._state)
         self._emit(StepSucceeded(phase=phase.number, step_id=step.id, duration=duration))
         return None
 
@@ -379,6 +382,7 @@ class Engine:
     ) -> StepError:
         reason = self.secrets.redact(str(error)) or type(error).__name__
         duration = self._finish(record, "failed", started, reason)
+        self._save(force=True)
         self._emit(StepFailed(phase=phase.number, step_id=step.id, reason=reason, duration=duration))
         return error
 
@@ -388,8 +392,23 @@ class Engine:
         record.finished_at = time.time()
         record.duration = duration
         record.error = error
-        self.store.save(self._state)
+        if status == "done":
+            record.last_duration = duration  # what the next run's estimates use
+        self._save()
         return duration
+
+    def _save(self, *, force: bool = False) -> None:
+        """Write the state, at most every SAVE_INTERVAL unless forced (phase and run ends, failures).
+
+        An interruption loses at most that much progress: the next run re-checks every step anyway.
+        """
+        now = time.monotonic()
+        if force or now - self._last_save >= SAVE_INTERVAL:
+            self.store.save(self._state)
+            self._last_save = now
+            self._unsaved = False
+        else:
+            self._unsaved = True
 
     async def _ensure_secrets(self, phase: Phase, step: Step) -> None:
         missing = self.secrets.missing(step.needs_secrets)
