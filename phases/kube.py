@@ -1,9 +1,12 @@
 """The Kubernetes client the phases drive: generic REST over the official client.
 
-One small surface (get, list, create, merge-patch, delete, ensure, watch) for
-every resource type, core or custom, so the phases need no per-kind API class.
-Blocking: the engine calls it through ``asyncio.to_thread``. Errors become
-``KubeError`` subclasses whose messages are meant for a human.
+One small surface (get, list, create, apply/ensure, merge-patch, replace-status,
+delete, watch) for every resource type, core or custom, so the phases need no
+per-kind API class; ``request`` for any other call and ``RestMapper`` for objects
+whose type is only known by apiVersion/kind. Blocking: the engine calls it through
+``asyncio.to_thread``. Errors become ``KubeError`` subclasses whose messages are
+meant for a human. The sandbox's tools, kubelet and controllers use it too, each
+with its own user agent.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ from __future__ import annotations
 import builtins
 import json
 import threading
-from collections.abc import Iterator, Mapping
+import time
+import weakref
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -33,6 +38,15 @@ class ResourceType:
     @property
     def group(self) -> str:
         return self.api_version.rpartition("/")[0]
+
+    @property
+    def version(self) -> str:
+        return self.api_version.rpartition("/")[2]
+
+    @property
+    def group_resource(self) -> str:
+        """What the API server calls it in messages: ``secrets``, ``deployments.apps``."""
+        return f"{self.plural}.{self.group}" if self.group else self.plural
 
     def path(
         self, namespace: str | None = None, name: str | None = None, subresource: str | None = None
@@ -72,10 +86,21 @@ CLUSTER_SECRET_STORES = ResourceType(
 
 
 class KubeError(GitOpsError):
+    """A failed API call: ``str()`` says what failed and why, for a human.
+
+    For callers that word errors their own way, the client also sets ``detail``, the server's own
+    message (its Status ``message``) or what kept it from answering, and the ``method`` and ``url``
+    of the request (None when none was sent).
+    """
+
+    method: str | None = None
+    url: str | None = None
+
     def __init__(self, message: str, *, status: int | None = None, reason: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.reason = reason
+        self.detail = message
 
 
 class KubeUnreachable(KubeError):
@@ -90,6 +115,15 @@ class KubeResourceMissing(KubeNotFound):
     """The resource type itself is not served: a CRD not installed yet."""
 
 
+class KubeNoKindMatch(KubeResourceMissing):
+    """Discovery knows no resource for this apiVersion/kind (``RestMapper``)."""
+
+    def __init__(self, api_version: str, kind: str) -> None:
+        super().__init__(f'no matches for kind "{kind}" in version "{api_version}"', status=404)
+        self.api_version = api_version
+        self.kind = kind
+
+
 class KubeConflict(KubeError):
     pass
 
@@ -102,10 +136,28 @@ class KubeGone(KubeError):
     """410: the resourceVersion a watch resumed from is too old; re-list."""
 
 
+_STATUS_ERRORS: Final[dict[int, type[KubeError]]] = {
+    401: KubeForbidden,
+    403: KubeForbidden,
+    404: KubeNotFound,
+    409: KubeConflict,
+    410: KubeGone,
+}
+
+
 @dataclass(frozen=True)
 class WatchEvent:
     type: str  # ADDED, MODIFIED, DELETED, BOOKMARK
     object: dict[str, Any]
+
+
+def preload_client() -> None:
+    """Import the official client now, rather than on a ``KubeClient``'s first call.
+
+    Call it before starting threads that use clients: the first import racing in several threads
+    (it pulls in ``requests``) can fail on a partially initialised module.
+    """
+    import kubernetes.config  # noqa: F401
 
 
 class KubeClient:
@@ -122,6 +174,8 @@ class KubeClient:
         self.timeout = timeout
         self.user_agent = user_agent
         self._local = threading.local()  # the pooled client is not shared across threads
+        self._lock = threading.Lock()
+        self._api_clients: weakref.WeakSet[Any] = weakref.WeakSet()  # every thread's, for close()
         self._server = ""
 
     # -- plumbing ------------------------------------------------------------------------
@@ -144,6 +198,8 @@ class KubeClient:
             api.user_agent = self.user_agent
             self._server = str(api.configuration.host)
             self._local.api = api
+            with self._lock:
+                self._api_clients.add(api)
         return api
 
     @property
@@ -151,18 +207,31 @@ class KubeClient:
         self._api()
         return self._server
 
-    def _request(
+    def close(self) -> None:
+        """Close the connections this client holds, in every thread; it reconnects if used again."""
+        with self._lock:
+            api_clients = list(self._api_clients)
+        for api in api_clients:
+            api.close()
+
+    def request(
         self,
         method: str,
         path: str,
         *,
-        query: Mapping[str, str] | None = None,
+        query: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
         body: Any = None,
         content_type: str | None = None,
         what: str = "",
         stream: bool = False,
         timeout: float | None = None,
     ) -> Any:
+        """One call to any API path: its decoded JSON (None when empty). Raises a ``KubeError``.
+
+        ``what`` names the call in error messages (the path by default). With ``stream``, the
+        urllib3 response comes back unread once its status is 2xx, to stream and then
+        ``release_conn()``. ``timeout`` bounds each read; the client's timeout by default.
+        """
         api = self._api()
         headers = {"Accept": "application/json"}
         if content_type:
@@ -172,53 +241,53 @@ class KubeClient:
         method, url, header_params, serialized, _ = api.param_serialize(
             method,
             path,
-            query_params=list((query or {}).items()),
+            query_params=list(query.items()) if isinstance(query, Mapping) else list(query or ()),
             header_params=headers,
             body=body,
             auth_settings=["BearerToken"],
         )
         try:
-            if stream:
-                return api.rest_client.pool_manager.request(
-                    method,
-                    url,
-                    headers=header_params,
-                    preload_content=False,
-                    timeout=urllib3.Timeout(connect=self.timeout, read=timeout),
-                )
             response = api.call_api(
                 method,
                 url,
                 header_params=header_params,
                 body=serialized,
-                _request_timeout=timeout or self.timeout,
-            )
-            response.read()
+                _request_timeout=(self.timeout, timeout or self.timeout),
+            ).response
+            if stream and 200 <= response.status < 300:
+                return response
+            try:
+                data = response.data
+            finally:
+                response.release_conn()
         except Exception as error:
-            raise self._transport_error(error) from None
-        return self._decode(response.status, response.data, what or path)
+            raise self._transport_error(error, method, url) from None
+        if not 200 <= response.status < 300:
+            raise self._status_error(response.status, data, what or path, method=method, url=url)
+        return json.loads(data) if data else None
 
-    def _transport_error(self, error: Exception) -> KubeError:
+    def _transport_error(self, error: Exception, method: str, url: str) -> KubeError:
         from kubernetes.client.exceptions import ApiException
 
-        if isinstance(error, ApiException):
-            return self._status_error(error.status or 0, (error.body or "").encode(), "request")
-        cause = error
+        if isinstance(error, ApiException) and error.status:
+            body = (error.body or "").encode()
+            return self._status_error(error.status, body, "request", method=method, url=url)
+        cause: BaseException = error
         if isinstance(error, urllib3.exceptions.MaxRetryError) and error.reason is not None:
             cause = error.reason
-        detail = str(cause).split(": ", 1)[-1] if str(cause) else type(cause).__name__
-        if isinstance(cause, urllib3.exceptions.NewConnectionError) or "refused" in str(cause).lower():
+        # Without a status, ApiException is the client's wrapping of a TLS failure.
+        text = " ".join(str(error.reason).split()) if isinstance(error, ApiException) else str(cause)
+        detail = text.split(": ", 1)[-1] if text else type(cause).__name__
+        if isinstance(cause, urllib3.exceptions.NewConnectionError) or "refused" in text.lower():
             detail = "connection refused"
         elif isinstance(cause, urllib3.exceptions.TimeoutError):
             detail = "timed out"
-        return KubeUnreachable(f"Kubernetes API {self._server or self.kubeconfig} unreachable: {detail}")
+        message = f"Kubernetes API {self._server or self.kubeconfig} unreachable: {detail}"
+        return _about(KubeUnreachable(message), detail, method, url)
 
-    def _decode(self, status: int, data: bytes, what: str) -> Any:
-        if 200 <= status < 300:
-            return json.loads(data) if data else None
-        raise self._status_error(status, data, what)
-
-    def _status_error(self, status: int, data: bytes, what: str) -> KubeError:
+    def _status_error(
+        self, status: int, data: bytes, what: str, *, method: str | None = None, url: str | None = None
+    ) -> KubeError:
         try:
             payload = json.loads(data) if data else {}
         except ValueError:
@@ -226,25 +295,21 @@ class KubeClient:
         message = payload.get("message") if isinstance(payload, dict) else None
         reason = payload.get("reason") if isinstance(payload, dict) else None
         text = f"{what}: {message or reason or f'HTTP {status}'}"
-        if status == 404:
-            return KubeNotFound(text, status=status, reason=reason)
-        if status == 409:
-            return KubeConflict(text, status=status, reason=reason)
-        if status == 410:
-            return KubeGone(text, status=status, reason=reason)
-        if status in (401, 403):
-            return KubeForbidden(f"{text} (check the kubeconfig's credentials and RBAC)", status=status)
-        return KubeError(text, status=status, reason=reason)
+        error_type = _STATUS_ERRORS.get(status, KubeError)
+        if error_type is KubeForbidden:
+            text += " (check the kubeconfig's credentials and RBAC)"
+        detail = str(message or reason or f"HTTP {status}")
+        return _about(error_type(text, status=status, reason=reason), detail, method, url)
 
     # -- operations ----------------------------------------------------------------------
 
     def version(self) -> str:
-        data = self._request("GET", "/version", what="server version")
+        data = self.request("GET", "/version", what="server version")
         return str(data.get("gitVersion", "unknown"))
 
     def get(self, resource: ResourceType, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         try:
-            result: dict[str, Any] = self._request(
+            result: dict[str, Any] = self.request(
                 "GET", resource.path(namespace, name), what=resource.describe(name, namespace)
             )
         except KubeNotFound:
@@ -269,7 +334,7 @@ class KubeClient:
     ) -> tuple[builtins.list[dict[str, Any]], str]:
         query = {"labelSelector": label_selector} if label_selector else None
         try:
-            data = self._request("GET", resource.path(namespace), query=query, what=f"list {resource.plural}")
+            data = self.request("GET", resource.path(namespace), query=query, what=f"list {resource.plural}")
         except KubeNotFound as error:
             raise KubeResourceMissing(
                 f"{resource.kind} ({resource.api_version}) is not served by the cluster: is it installed?",
@@ -283,7 +348,7 @@ class KubeClient:
 
     def resource_served(self, resource: ResourceType) -> bool:
         try:
-            self._request("GET", resource.path(), query={"limit": "1"}, what=f"list {resource.plural}")
+            self.request("GET", resource.path(), query={"limit": "1"}, what=f"list {resource.plural}")
         except KubeNotFound:
             return False
         return True
@@ -292,7 +357,7 @@ class KubeClient:
         self, resource: ResourceType, body: Mapping[str, Any], namespace: str | None = None
     ) -> dict[str, Any]:
         name = str(body.get("metadata", {}).get("name", ""))
-        result: dict[str, Any] = self._request(
+        result: dict[str, Any] = self.request(
             "POST",
             resource.path(namespace),
             body=dict(body),
@@ -309,11 +374,23 @@ class KubeClient:
         *,
         subresource: str | None = None,
     ) -> dict[str, Any]:
-        result: dict[str, Any] = self._request(
+        return self._patch(resource, name, namespace, subresource, dict(patch), "merge-patch")
+
+    def replace_status(
+        self, resource: ResourceType, name: str, status: Mapping[str, Any], namespace: str | None = None
+    ) -> dict[str, Any]:
+        """Write the whole status (a JSON patch: a merge patch would keep fields ``status`` lacks)."""
+        operations = [{"op": "add", "path": "/status", "value": dict(status)}]
+        return self._patch(resource, name, namespace, "status", operations, "json-patch")
+
+    def _patch(
+        self, resource: ResourceType, name: str, namespace: str | None, sub: str | None, body: Any, kind: str
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
             "PATCH",
-            resource.path(namespace, name, subresource),
-            body=dict(patch),
-            content_type="application/merge-patch+json",
+            resource.path(namespace, name, sub),
+            body=body,
+            content_type=f"application/{kind}+json",
             what=f"patch {resource.describe(name, namespace)}",
         )
         return result
@@ -321,28 +398,36 @@ class KubeClient:
     def delete(self, resource: ResourceType, name: str, namespace: str | None = None) -> bool:
         """Delete; False when it was already gone."""
         try:
-            self._request(
+            self.request(
                 "DELETE", resource.path(namespace, name), what=f"delete {resource.describe(name, namespace)}"
             )
         except KubeNotFound:
             return False
         return True
 
-    def ensure(self, resource: ResourceType, body: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
-        """Create the object, or merge-patch it to match ``body``. Returns (object, changed)."""
+    def apply(self, resource: ResourceType, body: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+        """Create the object, or merge-patch it to match ``body`` (a client-side ``kubectl apply``).
+
+        Returns the object and, in kubectl's words, "created", "configured" or "unchanged".
+        """
         metadata = body.get("metadata", {})
         name, namespace = str(metadata["name"]), metadata.get("namespace")
         current = self.get(resource, name, namespace)
         if current is None:
             try:
-                return self.create(resource, body, namespace), True
+                return self.create(resource, body, namespace), "created"
             except KubeConflict:
                 current = self.get(resource, name, namespace)
                 if current is None:
                     raise
-        if _contains(current, body):
-            return current, False
-        return self.merge_patch(resource, name, body, namespace), True
+        if contains(current, body):
+            return current, "unchanged"
+        return self.merge_patch(resource, name, body, namespace), "configured"
+
+    def ensure(self, resource: ResourceType, body: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Create the object, or merge-patch it to match ``body``. Returns (object, changed)."""
+        result, outcome = self.apply(resource, body)
+        return result, outcome != "unchanged"
 
     def watch(
         self,
@@ -351,8 +436,14 @@ class KubeClient:
         *,
         resource_version: str = "",
         timeout_seconds: int = 60,
-    ) -> Iterator[WatchEvent]:
-        """Stream watch events until the server ends the stream. Raises KubeGone on 410."""
+        label_selector: str | None = None,
+        opened: Callable[[Any], None] | None = None,
+    ) -> Generator[WatchEvent, None, None]:
+        """Stream watch events until the server ends the stream. Raises KubeGone on 410.
+
+        ``opened`` gets the HTTP response once the server answered: its ``shutdown()`` (urllib3 >= 2.3)
+        ends the stream from another thread, unblocking a read.
+        """
         query = {
             "watch": "true",
             "allowWatchBookmarks": "true",
@@ -360,12 +451,19 @@ class KubeClient:
         }
         if resource_version:
             query["resourceVersion"] = resource_version
-        response = self._request(
-            "GET", resource.path(namespace), query=query, stream=True, timeout=timeout_seconds + 5
+        if label_selector:
+            query["labelSelector"] = label_selector
+        response = self.request(
+            "GET",
+            resource.path(namespace),
+            query=query,
+            what=f"watch {resource.plural}",
+            stream=True,
+            timeout=timeout_seconds + 5,
         )
         try:
-            if response.status >= 300:
-                raise self._status_error(response.status, response.read(), f"watch {resource.plural}")
+            if opened is not None:
+                opened(response)
             buffer = b""
             for chunk in response.stream(65536, decode_content=True):
                 buffer += chunk
@@ -393,10 +491,63 @@ class KubeClient:
         return WatchEvent(str(event.get("type")), obj)
 
 
-def _contains(current: Any, wanted: Any) -> bool:
+class RestMapper:
+    """Maps apiVersion/kind to a ResourceType through API discovery, with a short-lived cache.
+
+    CRDs come and go, so a miss re-reads discovery once before reporting the kind as unknown
+    (``KubeNoKindMatch``), and ``invalidate()`` drops everything.
+    """
+
+    def __init__(self, client: KubeClient, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._client = client
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[float, dict[str, ResourceType]]] = {}
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+    def resource_for(self, api_version: str, kind: str) -> ResourceType:
+        kinds = self._kinds(api_version, refresh=False)
+        if kind not in kinds:
+            kinds = self._kinds(api_version, refresh=True)
+        if kind not in kinds:
+            raise KubeNoKindMatch(api_version, kind)
+        return kinds[kind]
+
+    def _kinds(self, api_version: str, *, refresh: bool) -> dict[str, ResourceType]:
+        with self._lock:
+            cached = self._cache.get(api_version)
+        # A refresh within the same instant would read the same answer again.
+        if cached is not None and not (refresh and self._clock() - cached[0] > 0.05):
+            return cached[1]
+        path = f"/apis/{api_version}" if "/" in api_version else f"/api/{api_version}"
+        try:
+            listing = self._client.request("GET", path, what=f"discover {api_version}") or {}
+        except KubeNotFound:
+            listing = {}
+        kinds: dict[str, ResourceType] = {}
+        for resource in listing.get("resources") or []:
+            name = str(resource.get("name") or "")
+            if not name or "/" in name:  # subresources such as "secrets/status"
+                continue
+            kind = str(resource.get("kind"))
+            kinds[kind] = ResourceType(api_version, kind, name, bool(resource.get("namespaced")))
+        with self._lock:
+            self._cache[api_version] = (self._clock(), kinds)
+        return kinds
+
+
+def _about(error: KubeError, detail: str, method: str | None, url: str | None) -> KubeError:
+    error.detail, error.method, error.url = detail, method, url
+    return error
+
+
+def contains(current: Any, wanted: Any) -> bool:
     """True when every key/value of ``wanted`` is already in ``current`` (a merge patch would be a no-op)."""
     if isinstance(wanted, Mapping):
         if not isinstance(current, Mapping):
             return False
-        return all(key in current and _contains(current[key], value) for key, value in wanted.items())
+        return all(key in current and contains(current[key], value) for key, value in wanted.items())
     return bool(current == wanted)

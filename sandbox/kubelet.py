@@ -1,7 +1,7 @@
 """A simulated node agent for the sandbox: what k3s's kubelet and controller-manager would do.
 
-It talks to the API server like any client (the official ``kubernetes`` client over HTTP,
-user agent ``gitops-tui-sandbox/kubelet``), with list+watch and a periodic resync:
+It talks to the API server like any client (``phases.kube.KubeClient`` over HTTP, user agent
+``gitops-tui-sandbox/kubelet``), with list+watch and a periodic resync:
 
 * Deployments and StatefulSets get Pods (owned by them) and a status written through
   ``/status``; nothing is scheduled, started or ready until a Ready Node exists (``k3s install``).
@@ -23,7 +23,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import socket
 import threading
 import time
 import urllib.error
@@ -34,19 +33,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from sandbox.openbao import OpenBaoServer, OpenBaoServerError
-from sandbox.shims import (
-    CONFIGMAPS,
+from phases.kube import (
     DEPLOYMENTS,
     NODES,
     PODS,
     SECRETS,
     SERVICES,
-    STATEFULSETS,
-    Cluster,
-    ClusterError,
-    Resource,
+    STATEFUL_SETS,
+    KubeClient,
+    KubeError,
+    KubeGone,
+    ResourceType,
+    preload_client,
 )
+from sandbox.openbao import OpenBaoServer, OpenBaoServerError
+from sandbox.ports import port_is_free
+from sandbox.shims import CONFIG_MAPS
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,7 @@ VAULT_APP_NAMES: Final = frozenset({"openbao", "vault"})
 # OpenBao health codes that the chart's readiness probe (`bao status`) accepts: active, standby,
 # performance standby, DR secondary. Sealed (503) and uninitialised (501) are not ready.
 VAULT_READY_CODES: Final = frozenset({200, 429, 472, 473})
-WATCHED: Final = (NODES, DEPLOYMENTS, STATEFULSETS, SERVICES, PODS, SECRETS, CONFIGMAPS)
+WATCHED: Final = (NODES, DEPLOYMENTS, STATEFUL_SETS, SERVICES, PODS, SECRETS, CONFIG_MAPS)
 WATCH_SECONDS: Final = 20
 VAULT_POLL_INTERVAL: Final = 0.25
 PORT_FILE: Final = "sandbox-port"
@@ -98,17 +100,6 @@ def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
 def is_vault_statefulset(statefulset: Mapping[str, Any]) -> bool:
     labels = _meta(statefulset).get("labels") or {}
     return labels.get("app.kubernetes.io/name") in VAULT_APP_NAMES
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        # As OpenBao's own listener does: connections of the previous run in TIME_WAIT do not count.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 @dataclass
@@ -161,7 +152,7 @@ class Kubelet:
         self._threads: list[threading.Thread] = []
         self._vault: _VaultProcess | None = None
         self._vault_lock = threading.Lock()
-        self._cluster: Cluster | None = None
+        self._cluster: KubeClient | None = None
         self.sync_count = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -169,14 +160,16 @@ class Kubelet:
     def start(self) -> Kubelet:
         if self._threads:
             raise RuntimeError("the kubelet was already started")
-        self._cluster = Cluster(self.kubeconfig, user_agent=USER_AGENT)
+        preload_client()  # here, not in the threads below
+        # One client for every thread of the kubelet (each thread gets its own connections).
+        self._cluster = KubeClient(self.kubeconfig, user_agent=USER_AGENT)
         main = threading.Thread(target=self._run, name="sandbox-kubelet", daemon=True)
         self._threads.append(main)
         for resource in WATCHED:
             self._threads.append(
                 threading.Thread(
                     target=self._watch_loop,
-                    args=(resource,),
+                    args=(self._cluster, resource),
                     name=f"sandbox-kubelet-watch-{resource.plural}",
                     daemon=True,
                 )
@@ -227,7 +220,7 @@ class Kubelet:
             self._dirty.clear()
             try:
                 self.sync()
-            except ClusterError as error:
+            except KubeError as error:
                 # The API server is away (e.g. shutting down) or refused a write: try again next round.
                 log.debug("kubelet sync failed: %s", error)
             except Exception:
@@ -248,56 +241,30 @@ class Kubelet:
             return vault.died_at is None or time.monotonic() - vault.died_at >= self._restart_backoff
         return vault_ready(vault.server.url, vault.readiness_probe) != vault.reported_ready
 
-    def _watch_loop(self, resource: Resource) -> None:
+    def _watch_loop(self, cluster: KubeClient, resource: ResourceType) -> None:
         """Set the dirty flag on every change of ``resource``; relist after errors or 410 Gone."""
-        cluster = Cluster(self.kubeconfig, user_agent=USER_AGENT)
         resource_version = ""
-        try:
-            while not self._stopping.is_set():
-                try:
-                    if not resource_version:
-                        listing = cluster.request("GET", resource.path())
-                        resource_version = str(_meta(listing).get("resourceVersion") or "")
-                    resource_version = self._watch_once(cluster, resource, resource_version)
-                except ClusterError as error:
-                    log.debug("kubelet watch of %s failed: %s", resource.plural, error)
-                    resource_version = ""
-                    self._stopping.wait(1.0)
-                except Exception as error:  # a broken stream: start over from a fresh list
-                    log.debug("kubelet watch of %s broke: %r", resource.plural, error)
-                    resource_version = ""
-                    self._stopping.wait(1.0)
-        finally:
-            cluster.close()
+        while not self._stopping.is_set():
+            try:
+                if not resource_version:
+                    resource_version = cluster.list_with_version(resource)[1]
+                resource_version = self._watch_once(cluster, resource, resource_version)
+            except KubeGone:
+                resource_version = ""  # relist at once
+            except Exception as error:  # the API server is away or the stream broke: start over
+                log.debug("kubelet watch of %s failed: %r", resource.plural, error)
+                resource_version = ""
+                self._stopping.wait(1.0)
 
-    def _watch_once(self, cluster: Cluster, resource: Resource, resource_version: str) -> str:
-        query = [
-            ("watch", "true"),
-            ("allowWatchBookmarks", "true"),
-            ("timeoutSeconds", str(WATCH_SECONDS)),
-            ("resourceVersion", resource_version),
-        ]
-        response = cluster.open("GET", resource.path(), query=query, timeout=(5.0, WATCH_SECONDS + 10.0))
-        try:
-            buffer = b""
-            for chunk in response.stream(4096, decode_content=True):
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    if not line.strip():
-                        continue
-                    event = json.loads(line)
-                    if event.get("type") == "ERROR":
-                        return ""  # 410 Gone or similar: relist
-                    resource_version = str(
-                        _meta(event.get("object") or {}).get("resourceVersion") or resource_version
-                    )
-                    if event.get("type") != "BOOKMARK":
-                        self._dirty.set()
-                if self._stopping.is_set():
-                    break
-        finally:
-            response.release_conn()
+    def _watch_once(self, cluster: KubeClient, resource: ResourceType, resource_version: str) -> str:
+        for event in cluster.watch(
+            resource, resource_version=resource_version, timeout_seconds=WATCH_SECONDS
+        ):
+            resource_version = str(_meta(event.object).get("resourceVersion") or resource_version)
+            if event.type != "BOOKMARK":
+                self._dirty.set()
+            if self._stopping.is_set():
+                break
         return resource_version
 
     # -- one sync --------------------------------------------------------------------------------
@@ -312,7 +279,7 @@ class Kubelet:
         node = next((n for n in nodes if _node_ready(n)), None)
         node_name = str(_meta(node)["name"]) if node is not None else None
         deployments = cluster.list(DEPLOYMENTS)
-        statefulsets = cluster.list(STATEFULSETS)
+        statefulsets = cluster.list(STATEFUL_SETS)
         pods = {_key(pod): pod for pod in cluster.list(PODS)}
         services = cluster.list(SERVICES)
         references = _References(cluster)
@@ -323,19 +290,19 @@ class Kubelet:
             owners.add((str(workload["kind"]), *_key(workload)))
             try:
                 self._sync_workload(cluster, workload, pods, node_name, references)
-            except ClusterError as error:  # e.g. its namespace is being deleted: the others still count
+            except KubeError as error:  # e.g. its namespace is being deleted: the others still count
                 log.debug("kubelet could not sync %s %s/%s: %s", workload["kind"], *_key(workload), error)
         for (namespace, name), pod in pods.items():
             owner = _managed_owner(pod)
             if owner is not None and (owner[0], namespace, owner[1]) not in owners:
-                with contextlib.suppress(ClusterError):
-                    cluster.delete(PODS, namespace, name)  # garbage collection of an orphan
+                with contextlib.suppress(KubeError):
+                    cluster.delete(PODS, name, namespace)  # garbage collection of an orphan
         for service in services:
             self._sync_service(cluster, service)
 
     def _sync_workload(
         self,
-        cluster: Cluster,
+        cluster: KubeClient,
         workload: JSON,
         pods: Mapping[tuple[str, str], JSON],
         node_name: str | None,
@@ -360,8 +327,8 @@ class Kubelet:
         for pod_name, existing in mine.items():
             outdated = _pod_revision(existing) != revision and replace_outdated
             if pod_name not in wanted or outdated:
-                with contextlib.suppress(ClusterError):
-                    cluster.delete(PODS, namespace, pod_name)
+                with contextlib.suppress(KubeError):
+                    cluster.delete(PODS, pod_name, namespace)
         ready = updated = 0
         for ordinal, pod_name in enumerate(wanted):
             pod: JSON | None = mine.get(pod_name)
@@ -370,7 +337,7 @@ class Kubelet:
             if pod is None:
                 pod = self._create_pod(cluster, workload, pod_name, revision, node_name, ordinal)
             elif node_name is not None and not (pod.get("spec") or {}).get("nodeName"):
-                pod = cluster.merge_patch(PODS, namespace, pod_name, {"spec": {"nodeName": node_name}})
+                pod = cluster.merge_patch(PODS, pod_name, {"spec": {"nodeName": node_name}}, namespace)
             view = self._container_view(workload, pod, ordinal, node_name, references)
             self._write_pod_status(cluster, pod, view)
             ready += int(view.ready)
@@ -379,7 +346,7 @@ class Kubelet:
 
     def _create_pod(
         self,
-        cluster: Cluster,
+        cluster: KubeClient,
         workload: JSON,
         pod_name: str,
         revision: str,
@@ -421,7 +388,7 @@ class Kubelet:
             },
             "spec": pod_spec,
         }
-        return cluster.create(PODS, pod)
+        return cluster.create(PODS, pod, namespace)
 
     def _container_view(
         self,
@@ -473,7 +440,7 @@ class Kubelet:
             )
         return _ContainerView("Running", ready=True, scheduled=True)
 
-    def _write_pod_status(self, cluster: Cluster, pod: JSON, view: _ContainerView) -> None:
+    def _write_pod_status(self, cluster: KubeClient, pod: JSON, view: _ContainerView) -> None:
         namespace, name = _key(pod)
         old: JSON = pod.get("status") or {}
         now = _now()
@@ -516,12 +483,7 @@ class Kubelet:
                 "containerStatuses": self._container_statuses(pod, view, old, now),
             }
         if status != old:
-            cluster.request(
-                "PATCH",
-                PODS.path(namespace, name, "status"),
-                body=[{"op": "add", "path": "/status", "value": status}],  # replace it whole
-                content_type="application/json-patch+json",
-            )
+            cluster.replace_status(PODS, name, status, namespace)
 
     @staticmethod
     def _container_statuses(pod: JSON, view: _ContainerView, old: JSON, now: str) -> list[JSON]:
@@ -555,7 +517,7 @@ class Kubelet:
         return statuses
 
     def _write_workload_status(
-        self, cluster: Cluster, workload: JSON, replicas: int, ready: int, updated: int, revision: str
+        self, cluster: KubeClient, workload: JSON, replicas: int, ready: int, updated: int, revision: str
     ) -> None:
         namespace, name = _key(workload)
         kind = str(workload["kind"])
@@ -617,17 +579,12 @@ class Kubelet:
                 )
             )
         if status != old:
-            resource = STATEFULSETS if kind == "StatefulSet" else DEPLOYMENTS
-            cluster.request(
-                "PATCH",
-                resource.path(namespace, name, "status"),
-                body=[{"op": "add", "path": "/status", "value": status}],
-                content_type="application/json-patch+json",
-            )
+            resource = STATEFUL_SETS if kind == "StatefulSet" else DEPLOYMENTS
+            cluster.replace_status(resource, name, status, namespace)
 
     # -- Services and OpenBao ----------------------------------------------------------------------
 
-    def _sync_service(self, cluster: Cluster, service: JSON) -> None:
+    def _sync_service(self, cluster: KubeClient, service: JSON) -> None:
         namespace, name = _key(service)
         spec = service.get("spec") or {}
         vault = self._vault
@@ -640,16 +597,16 @@ class Kubelet:
             ):
                 cluster.merge_patch(
                     SERVICES,
-                    namespace,
                     name,
                     {"spec": {"clusterIP": "127.0.0.1", "clusterIPs": ["127.0.0.1"], "ports": ports}},
+                    namespace,
                 )
             return
         if spec.get("clusterIP") or spec.get("type") == "ExternalName":
             return
         address = _ip("10.43", f"{namespace}/{name}")
         cluster.merge_patch(
-            SERVICES, namespace, name, {"spec": {"clusterIP": address, "clusterIPs": [address]}}
+            SERVICES, name, {"spec": {"clusterIP": address, "clusterIPs": [address]}}, namespace
         )
 
     def _sync_vault(self, statefulsets: Sequence[JSON], node_ready: bool) -> None:
@@ -711,7 +668,7 @@ class Kubelet:
         """The port of the previous run, so VAULT_ADDR stays the same across sandbox restarts."""
         with contextlib.suppress(OSError, ValueError):
             port = int((self.vault_dir / PORT_FILE).read_text(encoding="utf-8").strip())
-            if 1024 <= port <= 65535 and _port_is_free(port):
+            if 1024 <= port <= 65535 and port_is_free(port):
                 return port
         return 0
 
@@ -819,11 +776,11 @@ def _http_status(url: str) -> int | None:
 class _References:
     """Existence of the Secrets and ConfigMaps pods refer to, fetched at most once per sync."""
 
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: KubeClient) -> None:
         self._cluster = cluster
-        self._names: dict[Resource, set[tuple[str, str]]] = {}
+        self._names: dict[ResourceType, set[tuple[str, str]]] = {}
 
-    def _exists(self, resource: Resource, namespace: str, name: str) -> bool:
+    def _exists(self, resource: ResourceType, namespace: str, name: str) -> bool:
         if resource not in self._names:
             self._names[resource] = {_key(obj) for obj in self._cluster.list(resource)}
         return (namespace, name) in self._names[resource]
@@ -832,29 +789,17 @@ class _References:
         """The kubelet's message for the first missing required Secret/ConfigMap, or ""."""
         namespace = str(_meta(pod).get("namespace") or "")
         for container in (pod.get("spec") or {}).get("containers") or []:
-            for source in container.get("envFrom") or []:
-                for key, resource, noun in (
-                    ("secretRef", SECRETS, "secret"),
-                    ("configMapRef", CONFIGMAPS, "configmap"),
-                ):
-                    ref = source.get(key)
+            # envFrom[].secretRef/.configMapRef, then env[].valueFrom.secretKeyRef/.configMapKeyRef
+            sources = [(source, "Ref") for source in container.get("envFrom") or []] + [
+                (variable.get("valueFrom") or {}, "KeyRef") for variable in container.get("env") or []
+            ]
+            for source, suffix in sources:
+                for field_prefix, resource in (("secret", SECRETS), ("configMap", CONFIG_MAPS)):
+                    ref = source.get(field_prefix + suffix)
                     if (
                         ref
                         and not ref.get("optional")
                         and not self._exists(resource, namespace, str(ref.get("name")))
                     ):
-                        return f'{noun} "{ref.get("name")}" not found'
-            for variable in container.get("env") or []:
-                value_from = variable.get("valueFrom") or {}
-                for key, resource, noun in (
-                    ("secretKeyRef", SECRETS, "secret"),
-                    ("configMapKeyRef", CONFIGMAPS, "configmap"),
-                ):
-                    ref = value_from.get(key)
-                    if (
-                        ref
-                        and not ref.get("optional")
-                        and not self._exists(resource, namespace, str(ref.get("name")))
-                    ):
-                        return f'{noun} "{ref.get("name")}" not found'
+                        return f'{field_prefix.lower()} "{ref.get("name")}" not found'
         return ""

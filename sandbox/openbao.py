@@ -22,7 +22,6 @@ import ctypes
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -34,6 +33,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Final, Literal
+
+from sandbox.ports import free_port, port_is_free
 
 __all__ = [
     "DEV_ROOT_TOKEN",
@@ -115,27 +116,11 @@ def _die_with_parent(parent_pid: int) -> Callable[[], None]:
     return in_child
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
 def _free_port_pair() -> int:
     """A free port P whose neighbour P+1 is free too (a dev server puts its cluster listener on P+1)."""
     for _ in range(50):
-        port = _free_port()
-        if port < 65535 and _port_is_free(port + 1):
+        port = free_port()
+        if port < 65535 and port_is_free(port + 1):
             return port
     raise OpenBaoServerError("could not find two adjacent free ports on 127.0.0.1")
 
@@ -220,11 +205,11 @@ class OpenBaoServer:
 
     def _pick_ports(self) -> None:
         if self._auto_port:
-            self._port = _free_port_pair() if self.mode == "dev" else _free_port()
+            self._port = _free_port_pair() if self.mode == "dev" else free_port()
         if self.mode == "raft":
-            self._cluster_port = _free_port()
+            self._cluster_port = free_port()
             while self._cluster_port == self._port:
-                self._cluster_port = _free_port()
+                self._cluster_port = free_port()
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 

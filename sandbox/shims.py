@@ -2,8 +2,9 @@
 
 The sandbox writes one tiny executable per tool into its ``bin/`` folder (:func:`write_shims`);
 each calls :func:`main`. Like the real tools, they reach the cluster only through the
-Kubernetes API named by ``$KUBECONFIG`` (or ``--kubeconfig``), using the official
-``kubernetes`` client, so the engine drives them exactly as it would drive the real ones.
+Kubernetes API named by ``$KUBECONFIG`` (or ``--kubeconfig``), through the app's own
+``phases.kube.KubeClient`` (the official ``kubernetes`` client over HTTP), so the engine
+drives them exactly as it would drive the real ones.
 They print the real tools' progress lines, and answer bad usage with the real tools'
 errors and a non-zero exit code. Every invocation is appended to an argv log (one JSON
 line), so tests can check what the engine ran and that no secret ever reached an argv.
@@ -32,6 +33,23 @@ from typing import Any, Final, NoReturn
 
 import yaml
 
+from phases.kube import (
+    CRDS,
+    DEPLOYMENTS,
+    NAMESPACES,
+    NODES,
+    PODS,
+    SECRETS,
+    SERVICE_ACCOUNTS,
+    SERVICES,
+    STATEFUL_SETS,
+    KubeClient,
+    KubeError,
+    KubeUnreachable,
+    ResourceType,
+    contains,
+)
+
 JSON = dict[str, Any]
 
 ARGV_LOG_ENV: Final = "GITOPS_TUI_SANDBOX_ARGV_LOG"
@@ -43,65 +61,15 @@ K3S_VERSION: Final = "v1.31.4+k3s1"
 FLUX_VERSION: Final = "2.4.0"
 HELM_VERSION: Final = "v3.16.4"
 NODE_NAME: Final = "sandbox"
-REQUEST_TIMEOUT: Final = (5.0, 30.0)
+REQUEST_TIMEOUT: Final = 30.0
 WAIT_POLL_INTERVAL: Final = 0.25
 
 
 # =============================================================================================
-# Cluster access: plain JSON over the official client's HTTP layer
+# Cluster access: phases.kube's client, with the real tools' wording for its errors
 
 
-class ClusterError(Exception):
-    """An API call failed: HTTP status (0 when the server did not answer) and the server's message."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-@dataclass(frozen=True)
-class Resource:
-    """One REST resource type: apiVersion, plural and scope."""
-
-    api_version: str
-    plural: str
-    kind: str
-    namespaced: bool = True
-
-    @property
-    def group(self) -> str:
-        return self.api_version.rpartition("/")[0]
-
-    def path(self, namespace: str | None = None, name: str | None = None, subresource: str = "") -> str:
-        group, _, version = self.api_version.rpartition("/")
-        path = f"/apis/{group}/{version}" if group else f"/api/{version}"
-        if self.namespaced and namespace:
-            path += f"/namespaces/{namespace}"
-        path += f"/{self.plural}"
-        if name:
-            path += f"/{name}"
-        if subresource:
-            path += f"/{subresource}"
-        return path
-
-    def describe(self) -> str:
-        """What the API server calls it in messages: ``secrets``, ``deployments.apps``."""
-        return f"{self.plural}.{self.group}" if self.group else self.plural
-
-
-NAMESPACES: Final = Resource("v1", "namespaces", "Namespace", namespaced=False)
-NODES: Final = Resource("v1", "nodes", "Node", namespaced=False)
-PODS: Final = Resource("v1", "pods", "Pod")
-SERVICES: Final = Resource("v1", "services", "Service")
-SECRETS: Final = Resource("v1", "secrets", "Secret")
-CONFIGMAPS: Final = Resource("v1", "configmaps", "ConfigMap")
-SERVICE_ACCOUNTS: Final = Resource("v1", "serviceaccounts", "ServiceAccount")
-DEPLOYMENTS: Final = Resource("apps/v1", "deployments", "Deployment")
-STATEFULSETS: Final = Resource("apps/v1", "statefulsets", "StatefulSet")
-CRDS: Final = Resource(
-    "apiextensions.k8s.io/v1", "customresourcedefinitions", "CustomResourceDefinition", False
-)
+CONFIG_MAPS: Final = ResourceType("v1", "ConfigMap", "configmaps")
 RESOURCES_BY_KIND: Final = {
     r.kind: r
     for r in (
@@ -110,197 +78,45 @@ RESOURCES_BY_KIND: Final = {
         PODS,
         SERVICES,
         SECRETS,
-        CONFIGMAPS,
+        CONFIG_MAPS,
         SERVICE_ACCOUNTS,
         DEPLOYMENTS,
-        STATEFULSETS,
+        STATEFUL_SETS,
         CRDS,
     )
 }
+# Go's words for what KubeClient reports as "connection refused" and "timed out".
+GO_NETWORK_ERRORS: Final = {
+    "connection refused": "dial tcp: connect: connection refused",
+    "timed out": "net/http: request canceled (Client.Timeout exceeded while awaiting headers)",
+}
 
 
-def resource_of(obj: Mapping[str, Any]) -> Resource:
+def resource_of(obj: Mapping[str, Any]) -> ResourceType:
     kind = str(obj.get("kind"))
     known = RESOURCES_BY_KIND.get(kind)
     if known is None:
-        raise ClusterError(0, f"the sandbox tools cannot handle objects of kind {kind}")
+        raise KubeError(f"the sandbox tools cannot handle objects of kind {kind}")
     return known
 
 
-def contains(existing: Any, desired: Any) -> bool:
-    """True when every field of ``desired`` is already in ``existing`` (lists must be equal)."""
-    if isinstance(desired, Mapping):
-        return isinstance(existing, Mapping) and all(contains(existing.get(k), v) for k, v in desired.items())
-    return bool(existing == desired)
+def cluster_message(error: KubeError) -> str:
+    """What the real tools print for a failed API call: the server's message, or Go's for no answer."""
+    if isinstance(error, KubeUnreachable) and error.url:
+        return f'{error.method} "{error.url}": {GO_NETWORK_ERRORS.get(error.detail, error.detail)}'
+    return error.detail
 
 
-class Cluster:
-    """JSON requests to the API server named by a kubeconfig, through ``kubernetes.client.ApiClient``."""
-
-    def __init__(self, kubeconfig: Path, *, context: str | None = None, user_agent: str) -> None:
-        from kubernetes import config as kube_config  # heavy: imported only when a command needs the cluster
-
-        try:
-            self.api = kube_config.new_client_from_config(  # type: ignore[no-untyped-call]
-                config_file=str(kubeconfig), context=context or None, persist_config=False
-            )
-        except Exception as error:  # the kubeconfig is missing or invalid
-            raise ClusterError(0, f"invalid kubeconfig {kubeconfig}: {error}") from error
-        self.api.user_agent = user_agent
-        self.server: str = self.api.configuration.host
-
-    def close(self) -> None:
-        self.api.close()
-
-    def open(
-        self,
-        method: str,
-        path: str,
-        *,
-        query: Sequence[tuple[str, str]] = (),
-        body: Any = None,
-        content_type: str = "application/json",
-        timeout: float | tuple[float, float] = REQUEST_TIMEOUT,
-    ) -> Any:
-        """Send a request; return the raw urllib3 response once its status is known to be 2xx."""
-        headers = {"Accept": "application/json"}
-        if body is not None:
-            headers["Content-Type"] = content_type
-        try:
-            serialized = self.api.param_serialize(
-                method,
-                path,
-                query_params=list(query),
-                header_params=headers,
-                body=body,
-                auth_settings=["BearerToken"],
-            )
-            response = self.api.call_api(*serialized, _request_timeout=timeout)
-        except Exception as error:  # refused, reset, timed out: the server did not answer
-            raise ClusterError(0, f'{method} "{self.server}{path}": {_network_reason(error)}') from error
-        if not 200 <= response.status <= 299:
-            data = response.read()
-            raise ClusterError(response.status, _status_message(data, response.status, method, path))
-        return response.response
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        query: Sequence[tuple[str, str]] = (),
-        body: Any = None,
-        content_type: str = "application/json",
-    ) -> JSON:
-        raw = self.open(method, path, query=query, body=body, content_type=content_type)
-        try:
-            data = raw.data
-        finally:
-            raw.release_conn()
-        decoded = json.loads(data) if data else {}
-        return decoded if isinstance(decoded, dict) else {}
-
-    def get(self, resource: Resource, namespace: str | None, name: str) -> JSON | None:
-        try:
-            return self.request("GET", resource.path(namespace, name))
-        except ClusterError as error:
-            if error.status == 404:
-                return None
-            raise
-
-    def list(
-        self, resource: Resource, namespace: str | None = None, *, labels: Mapping[str, str] = {}
-    ) -> list[JSON]:
-        query = [("labelSelector", ",".join(f"{k}={v}" for k, v in labels.items()))] if labels else []
-        try:
-            items = self.request("GET", resource.path(namespace), query=query).get("items") or []
-        except ClusterError as error:
-            if error.status == 404:  # a CRD that is not installed: nothing of that kind exists
-                return []
-            raise
-        # Filter again here: selectors are cheap to check and this keeps us correct on any server.
-        return [item for item in items if contains((item.get("metadata") or {}).get("labels") or {}, labels)]
-
-    def create(self, resource: Resource, obj: JSON) -> JSON:
-        namespace = (obj.get("metadata") or {}).get("namespace")
-        return self.request("POST", resource.path(namespace), body=obj)
-
-    def merge_patch(
-        self, resource: Resource, namespace: str | None, name: str, patch: JSON, *, subresource: str = ""
-    ) -> JSON:
-        # Always an explicit merge patch: kubernetes 37's generated APIs default PATCH to JSON patch.
-        return self.request(
-            "PATCH",
-            resource.path(namespace, name, subresource),
-            body=patch,
-            content_type="application/merge-patch+json",
-        )
-
-    def delete(self, resource: Resource, namespace: str | None, name: str) -> bool:
-        """Delete one object; False when it did not exist."""
-        try:
-            self.request(
-                "DELETE",
-                resource.path(namespace, name),
-                body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"},
-            )
-        except ClusterError as error:
-            if error.status == 404:
-                return False
-            raise
-        return True
-
-    def apply(self, obj: JSON) -> str:
-        """Create or update ``obj`` (status included); returns "created", "configured" or "unchanged"."""
-        resource = resource_of(obj)
-        metadata = obj["metadata"]
-        body = {key: value for key, value in obj.items() if key != "status"}
-        status = obj.get("status")
-        existing = self.get(resource, metadata.get("namespace"), metadata["name"])
-        if existing is None:
-            self.create(resource, body)
-            outcome = "created"
-        elif contains(existing, body):
-            outcome = "unchanged"
-        else:
-            self.merge_patch(resource, metadata.get("namespace"), metadata["name"], body)
-            outcome = "configured"
-        if status and (existing is None or not contains(existing.get("status"), status)):
-            self.merge_patch(
-                resource,
-                metadata.get("namespace"),
-                metadata["name"],
-                {"status": status},
-                subresource="status",
-            )
-            outcome = "configured" if outcome == "unchanged" else outcome
-        return outcome
-
-    def version(self) -> str | None:
-        """The server's ``gitVersion`` from ``/version``; None when it does not say."""
-        try:
-            return str(self.request("GET", "/version").get("gitVersion") or "") or None
-        except ClusterError as error:
-            if error.status == 0:
-                raise
-            return None
-
-
-def _network_reason(error: BaseException) -> str:
-    text = str(error)
-    if "Connection refused" in text or "NewConnectionError" in text:
-        return "dial tcp: connect: connection refused"
-    if "timed out" in text.lower():
-        return "net/http: request canceled (Client.Timeout exceeded while awaiting headers)"
-    return text.splitlines()[0] if text else type(error).__name__
-
-
-def _status_message(data: bytes, status: int, method: str, path: str) -> str:
-    with contextlib.suppress(ValueError):
-        decoded = json.loads(data)
-        if isinstance(decoded, dict) and decoded.get("message"):
-            return str(decoded["message"])
-    return f"{method} {path}: the server answered HTTP {status}"
+def apply(cluster: KubeClient, obj: JSON) -> str:
+    """Create or update ``obj`` (status included); returns "created", "configured" or "unchanged"."""
+    resource = resource_of(obj)
+    current, outcome = cluster.apply(resource, {key: value for key, value in obj.items() if key != "status"})
+    status = obj.get("status")
+    if status and not contains(current.get("status"), status):
+        name, namespace = obj["metadata"]["name"], obj["metadata"].get("namespace")
+        cluster.merge_patch(resource, name, {"status": status}, namespace, subresource="status")
+        outcome = "configured" if outcome == "unchanged" else outcome
+    return outcome
 
 
 def kubeconfig_path(explicit: str | None) -> Path:
@@ -311,11 +127,12 @@ def kubeconfig_path(explicit: str | None) -> Path:
     return Path(from_env).expanduser() if from_env else Path.home() / ".kube" / "config"
 
 
-def connect(tool: str, options: Mapping[str, Any], context_flag: str) -> Cluster:
+def connect(tool: str, options: Mapping[str, Any], context_flag: str) -> KubeClient:
     context = options.get(context_flag)
-    return Cluster(
+    return KubeClient(
         kubeconfig_path(options.get("kubeconfig")),
         context=str(context) if context else None,
+        timeout=REQUEST_TIMEOUT,
         user_agent=f"{tool}/sandbox",
     )
 
@@ -562,13 +379,14 @@ def k3s_install() -> int:
     out(f"[INFO]  Using {K3S_VERSION} as release")
     out("[INFO]  Sandbox: nothing is downloaded; the node is simulated")
     try:
-        cluster = Cluster(kubeconfig_path(None), user_agent="k3s/sandbox")
+        cluster = connect("k3s", {}, "context")
         out("[INFO]  systemd: Starting k3s")
         for name in STANDARD_NAMESPACES:
-            cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
-        if cluster.get(NODES, None, NODE_NAME) is None:
-            cluster.apply(node_manifest())
-        cluster.apply(
+            apply(cluster, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+        if cluster.get(NODES, NODE_NAME) is None:
+            apply(cluster, node_manifest())
+        apply(
+            cluster,
             {
                 "apiVersion": "v1",
                 "kind": "Service",
@@ -582,10 +400,10 @@ def k3s_install() -> int:
                     "clusterIP": "10.43.0.1",
                     "ports": [{"name": "https", "port": 443, "targetPort": 6443, "protocol": "TCP"}],
                 },
-            }
+            },
         )
-    except ClusterError as error:
-        err(f"[ERROR]  Failed to start k3s: {error.message}")
+    except KubeError as error:
+        err(f"[ERROR]  Failed to start k3s: {cluster_message(error)}")
         return 1
     out(f"[INFO]  Node {NODE_NAME} is Ready")
     return 0
@@ -650,8 +468,8 @@ def flux_main(argv: Sequence[str]) -> int:
     except UsageError as error:
         err(f"✗ {error}")
         return 1
-    except ClusterError as error:
-        err(f"✗ {error.message}")
+    except KubeError as error:
+        err(f"✗ {cluster_message(error)}")
         return 1
 
 
@@ -817,14 +635,14 @@ def flux_install(argv: Sequence[str]) -> int:
     cluster = connect("flux", parsed.options, "context")
     out(f"► installing components in {namespace} namespace")
     for obj in objects:
-        outcome = cluster.apply(obj)
+        outcome = apply(cluster, obj)
         out(f"{_object_ref(obj)} {outcome}")
     out("◎ verifying installation")
     deadline = time.monotonic() + timeout
     pending = list(components)
     while pending:
         for component in list(pending):
-            if _deployment_ready(cluster.get(DEPLOYMENTS, namespace, component)):
+            if _deployment_ready(cluster.get(DEPLOYMENTS, component, namespace)):
                 out(f"✔ {component}: deployment ready")
                 pending.remove(component)
         if pending and time.monotonic() >= deadline:
@@ -856,11 +674,16 @@ def _workload_ready(workload: Mapping[str, Any]) -> bool:
     )
 
 
-def _kubernetes_version(cluster: Cluster) -> str:
-    version = cluster.version()
-    if version:
+def _kubernetes_version(cluster: KubeClient) -> str:
+    try:
+        version = cluster.version()
+    except KubeUnreachable:
+        raise
+    except KubeError:  # the server does not say: ask the node
+        version = ""
+    if version and version != "unknown":
         return version.removeprefix("v")
-    node = cluster.get(NODES, None, NODE_NAME)
+    node = cluster.get(NODES, NODE_NAME)
     if node:
         return str(node["status"]["nodeInfo"]["kubeletVersion"]).removeprefix("v")
     return "unknown"
@@ -887,7 +710,7 @@ def flux_check(argv: Sequence[str]) -> int:
         return 0
     failed = False
     out("► checking version in cluster")
-    namespace_object = cluster.get(NAMESPACES, None, namespace)
+    namespace_object = cluster.get(NAMESPACES, namespace)
     if namespace_object is None:
         err(f'✗ namespaces "{namespace}" not found')
         failed = True
@@ -896,7 +719,7 @@ def flux_check(argv: Sequence[str]) -> int:
         out("✔ bootstrapped: false")
     out("► checking controllers")
     for component in components:
-        deployment = cluster.get(DEPLOYMENTS, namespace, component)
+        deployment = cluster.get(DEPLOYMENTS, component, namespace)
         if deployment is None:
             err(f'✗ {component}: deployments.apps "{component}" not found')
             failed = True
@@ -910,7 +733,7 @@ def flux_check(argv: Sequence[str]) -> int:
     for group, _kind, plural, version, _short, component in FLUX_CRDS:
         if component not in components:
             continue
-        if cluster.get(CRDS, None, f"{plural}.{group}") is None:
+        if cluster.get(CRDS, f"{plural}.{group}") is None:
             err(f'✗ customresourcedefinitions.apiextensions.k8s.io "{plural}.{group}" not found')
             failed = True
         else:
@@ -948,20 +771,20 @@ def flux_uninstall(argv: Sequence[str]) -> int:
     out(f"► deleting components in {namespace} namespace")
     for component in FLUX_COMPONENTS:
         for resource in (DEPLOYMENTS, SERVICES, SERVICE_ACCOUNTS):
-            if cluster.get(resource, namespace, component) is not None:
+            if cluster.get(resource, component, namespace) is not None:
                 if not dry_run:
-                    cluster.delete(resource, namespace, component)
+                    cluster.delete(resource, component, namespace)
                 out(f"✔ {resource.kind}/{namespace}/{component} deleted{dry_run}")
     out("► deleting toolkit.fluxcd.io custom resource definitions")
     for group, _kind, plural, _version, _short, _component in FLUX_CRDS:
         name = f"{plural}.{group}"
-        if cluster.get(CRDS, None, name) is not None:
+        if cluster.get(CRDS, name) is not None:
             if not dry_run:
-                cluster.delete(CRDS, None, name)
+                cluster.delete(CRDS, name)
             out(f"✔ CustomResourceDefinition/{name} deleted{dry_run}")
-    if not parsed.options["keep-namespace"] and cluster.get(NAMESPACES, None, namespace) is not None:
+    if not parsed.options["keep-namespace"] and cluster.get(NAMESPACES, namespace) is not None:
         if not dry_run:
-            cluster.delete(NAMESPACES, None, namespace)
+            cluster.delete(NAMESPACES, namespace)
         out(f"✔ Namespace/{namespace} deleted{dry_run}")
     out("✔ uninstall finished")
     return 0
@@ -1291,23 +1114,25 @@ def release_secret(release: Mapping[str, Any]) -> JSON:
     }
 
 
-def release_history(cluster: Cluster, namespace: str | None, name: str | None = None) -> list[JSON]:
+def release_history(cluster: KubeClient, namespace: str | None, name: str | None = None) -> list[JSON]:
     """Decoded releases (all revisions), oldest first."""
-    labels = {"owner": "helm", **({"name": name} if name else {})}
+    selector = f"owner=helm,name={name}" if name else "owner=helm"
     secrets = [
-        s for s in cluster.list(SECRETS, namespace, labels=labels) if s.get("type") == "helm.sh/release.v1"
+        s
+        for s in cluster.list(SECRETS, namespace, label_selector=selector)
+        if s.get("type") == "helm.sh/release.v1"
     ]
     releases = [decode_release(secret) for secret in secrets]
     return sorted(releases, key=lambda r: (r["namespace"], r["name"], int(r["version"])))
 
 
-def latest_release(cluster: Cluster, namespace: str, name: str) -> JSON | None:
+def latest_release(cluster: KubeClient, namespace: str, name: str) -> JSON | None:
     history = release_history(cluster, namespace, name)
     return history[-1] if history else None
 
 
-def _store_release(cluster: Cluster, release: JSON) -> None:
-    cluster.apply(release_secret(release))
+def _store_release(cluster: KubeClient, release: JSON) -> None:
+    apply(cluster, release_secret(release))
 
 
 def _manifest_text(objects: Sequence[Mapping[str, Any]], chart: Chart) -> str:
@@ -1382,11 +1207,11 @@ def helm_main(argv: Sequence[str]) -> int:
     except (HelmError, UsageError) as error:
         err(f"Error: {error}")
         return 1
-    except ClusterError as error:
-        if error.status == 0:
-            err(f"Error: Kubernetes cluster unreachable: {error.message}")
-        else:
-            err(f"Error: {error.message}")
+    except KubeUnreachable as error:
+        err(f"Error: Kubernetes cluster unreachable: {cluster_message(error)}")
+        return 1
+    except KubeError as error:
+        err(f"Error: {cluster_message(error)}")
         return 1
 
 
@@ -1543,15 +1368,16 @@ def _install_or_upgrade(argv: list[str], *, mode: str) -> int:
         raise HelmError(f"{failure}: {error}") from None
     if installing and mode == "upgrade":
         out(f'Release "{release_name}" does not exist. Installing it now.')
-    if cluster.get(NAMESPACES, None, namespace) is None:
+    if cluster.get(NAMESPACES, namespace) is None:
         if not options["create-namespace"]:
             raise HelmError(f'{failure}: create: failed to create: namespaces "{namespace}" not found')
-        cluster.apply(
+        apply(
+            cluster,
             {
                 "apiVersion": "v1",
                 "kind": "Namespace",
                 "metadata": {"name": namespace, "labels": {"name": namespace}},
-            }
+            },
         )
     objects = chart.render(release_name, namespace, values)
     now = _now()
@@ -1582,7 +1408,7 @@ def _install_or_upgrade(argv: list[str], *, mode: str) -> int:
     }
     _store_release(cluster, release)
     for obj in objects:
-        cluster.apply(obj)
+        apply(cluster, obj)
     if previous is not None:
         _remove_dropped_objects(cluster, previous, objects)
         if previous["info"]["status"] == "deployed":
@@ -1605,13 +1431,13 @@ def _install_or_upgrade(argv: list[str], *, mode: str) -> int:
 
 
 def _remove_dropped_objects(
-    cluster: Cluster, previous: Mapping[str, Any], objects: Sequence[Mapping[str, Any]]
+    cluster: KubeClient, previous: Mapping[str, Any], objects: Sequence[Mapping[str, Any]]
 ) -> None:
     kept = {_object_ref(obj) for obj in objects}
     for old in _manifest_objects(previous):
         if _object_ref(old) not in kept and old.get("kind") != "CustomResourceDefinition":
-            with contextlib.suppress(ClusterError):
-                cluster.delete(resource_of(old), old["metadata"].get("namespace"), old["metadata"]["name"])
+            with contextlib.suppress(KubeError):
+                cluster.delete(resource_of(old), old["metadata"]["name"], old["metadata"].get("namespace"))
 
 
 def _waits_for(obj: Mapping[str, Any]) -> bool:
@@ -1628,13 +1454,13 @@ def _waits_for(obj: Mapping[str, Any]) -> bool:
     return False
 
 
-def _wait_for_workloads(cluster: Cluster, objects: Sequence[Mapping[str, Any]], timeout: float) -> bool:
+def _wait_for_workloads(cluster: KubeClient, objects: Sequence[Mapping[str, Any]], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     workloads = [obj for obj in objects if _waits_for(obj)]
     while True:
         ready = True
         for obj in workloads:
-            current = cluster.get(resource_of(obj), obj["metadata"]["namespace"], obj["metadata"]["name"])
+            current = cluster.get(resource_of(obj), obj["metadata"]["name"], obj["metadata"]["namespace"])
             if current is None or not _workload_ready(current):
                 ready = False
                 break
@@ -1748,13 +1574,13 @@ def helm_uninstall(argv: list[str]) -> int:
         for obj in reversed(_manifest_objects(history[-1])):
             if obj.get("kind") == "CustomResourceDefinition":
                 continue  # Helm never deletes CRDs (they hold everyone's custom resources)
-            cluster.delete(resource_of(obj), obj["metadata"].get("namespace"), obj["metadata"]["name"])
+            cluster.delete(resource_of(obj), obj["metadata"]["name"], obj["metadata"].get("namespace"))
         if parsed.options["keep-history"]:
             history[-1]["info"]["status"] = "uninstalled"
             _store_release(cluster, history[-1])
         else:
             for release in history:
-                cluster.delete(SECRETS, namespace, f"sh.helm.release.v1.{name}.v{release['version']}")
+                cluster.delete(SECRETS, f"sh.helm.release.v1.{name}.v{release['version']}", namespace)
         out(f'release "{name}" uninstalled')
     return 0
 

@@ -23,22 +23,22 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import shlex
 import shutil
-import socket
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Final, Protocol
 
+from phases.kube import KubeClient, KubeNotFound, ResourceType
+from phases.state import ensure_private_dir, write_private_file
 from sandbox.emulator import ApiError, EmulatorThread
 from sandbox.git_server import GitHttpServer
 from sandbox.kubelet import Kubelet
+from sandbox.ports import port_is_free
 from sandbox.sample_repo import create_sample_repo
-from sandbox.shims import Cluster, ClusterError, Resource, write_shims
+from sandbox.shims import write_shims
 
 log = logging.getLogger(__name__)
 
@@ -170,19 +170,13 @@ class SandboxWorld:
         self.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *_exc_info: object) -> None:
         self.stop()
 
     # -- start -------------------------------------------------------------------------------------
 
     def _start(self) -> SandboxInfo:
-        root = self.root
-        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        root = ensure_private_dir(self.root)
         bin_dir, state_dir = root / "bin", root / "state"
         for folder in (bin_dir, state_dir):
             folder.mkdir(exist_ok=True)
@@ -234,7 +228,7 @@ class SandboxWorld:
         if not port:
             with contextlib.suppress(OSError, ValueError):
                 previous = int(port_file.read_text(encoding="utf-8").strip())
-                if _port_is_free(previous):
+                if port_is_free(previous):
                     port = previous
         try:
             emulator = EmulatorThread(host="127.0.0.1", port=port).start()
@@ -251,7 +245,7 @@ class SandboxWorld:
         port = 0
         with contextlib.suppress(OSError, ValueError):
             previous = int(port_file.read_text(encoding="utf-8").strip())
-            if _port_is_free(previous):
+            if port_is_free(previous):
                 port = previous
         try:
             server = GitHttpServer(self.root, port=port).start()
@@ -287,7 +281,7 @@ class SandboxWorld:
             f'export PATH={shlex.quote(str(info.bin_dir))}:"$PATH"',
         ]
         with self._env_lock:
-            _write_private(info.env_file, "\n".join(lines) + "\n")
+            write_private_file(info.env_file, "\n".join(lines) + "\n")
 
     # -- cluster state -----------------------------------------------------------------------------
 
@@ -325,7 +319,7 @@ class SandboxWorld:
             comparable = json.dumps([_restorable(e["object"]) for e in state["objects"]], sort_keys=True)
             if comparable == self._last_state:
                 return False
-            _write_private(self.root / STATE_FILE, json.dumps(state, indent=1, sort_keys=True) + "\n")
+            write_private_file(self.root / STATE_FILE, json.dumps(state, indent=1, sort_keys=True) + "\n")
             self._last_state = comparable
             return True
 
@@ -348,7 +342,7 @@ class SandboxWorld:
             path.replace(broken)
             log.error("the saved cluster state was unreadable; moved it to %s and started empty", broken)
             return
-        cluster = Cluster(kubeconfig, user_agent="gitops-tui-sandbox/restore")
+        cluster = KubeClient(kubeconfig, user_agent="gitops-tui-sandbox/restore")
         restored = 0
         try:
             for entry in state.get("objects") or []:
@@ -364,20 +358,13 @@ class SandboxWorld:
                 restored += 1
                 group = obj["apiVersion"].rpartition("/")[0]
                 if status and (group, entry["plural"]) not in _SERVER_STATUS and "status" not in created:
-                    resource = Resource(
-                        obj["apiVersion"], entry["plural"], obj["kind"], bool(entry["namespaced"])
+                    resource = ResourceType(
+                        obj["apiVersion"], obj["kind"], entry["plural"], bool(entry["namespaced"])
                     )
                     metadata = obj["metadata"]
-                    try:
-                        cluster.request(
-                            "PATCH",
-                            resource.path(metadata.get("namespace"), metadata["name"], "status"),
-                            body=[{"op": "add", "path": "/status", "value": status}],
-                            content_type="application/json-patch+json",
-                        )
-                    except ClusterError as error:
-                        if error.status != 404:  # a type without a status subresource keeps it on create
-                            raise
+                    # A type without a status subresource (404) kept the status on create.
+                    with contextlib.suppress(KubeNotFound):
+                        cluster.replace_status(resource, metadata["name"], status, metadata.get("namespace"))
         finally:
             cluster.close()
         self._last_state = ""
@@ -394,31 +381,6 @@ def _object_key(obj: Mapping[str, Any]) -> str:
     metadata = obj.get("metadata") or {}
     namespace = metadata.get("namespace")
     return f"{obj.get('kind')} {namespace + '/' if namespace else ''}{metadata.get('name')}"
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write atomically, readable by our user only from the first byte."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        temporary.replace(path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 @contextlib.contextmanager

@@ -20,13 +20,14 @@ import time
 from pathlib import Path
 from typing import Final
 
+from phases.kube import CLUSTER_SECRET_STORES, preload_client
 from sandbox.controllers.eso import ExternalSecretController, SecretStoreController
 from sandbox.controllers.eso_vault import VaultSessions
 from sandbox.controllers.flux_helm import HelmReleaseController
 from sandbox.controllers.flux_kustomize import KustomizationController
 from sandbox.controllers.flux_source import GitRepositoryController
-from sandbox.controllers.kube import CLUSTER_SECRET_STORES, SECRET_STORES, USER_AGENT
-from sandbox.controllers.runtime import Controller, InformerRegistry
+from sandbox.controllers.kube import SECRET_STORES, USER_AGENT
+from sandbox.controllers.runtime import Controller, ControllerContext, InformerRegistry
 
 __all__ = ["USER_AGENT", "ControllerSet", "start_controllers"]
 
@@ -61,18 +62,16 @@ class ControllerSet:
                 raise RuntimeError("controllers already started")
             self._started = True
         self.workdir.mkdir(parents=True, exist_ok=True)
-        args = (self.kubeconfig, self.workdir, self._informers)
-        resync = self.resync_seconds
+        preload_client()  # here, not in the threads the controllers start
+        context = ControllerContext(self.kubeconfig, self.workdir, self._informers, self.resync_seconds)
         sessions = self._sessions
         self._controllers = [
-            GitRepositoryController(*args, resync_seconds=resync),
-            KustomizationController(*args, resync_seconds=resync),
-            HelmReleaseController(*args, resync_seconds=resync),
-            SecretStoreController(
-                *args, resync_seconds=resync, sessions=sessions, primary=CLUSTER_SECRET_STORES
-            ),
-            SecretStoreController(*args, resync_seconds=resync, sessions=sessions, primary=SECRET_STORES),
-            ExternalSecretController(*args, resync_seconds=resync, sessions=sessions),
+            GitRepositoryController(context),
+            KustomizationController(context),
+            HelmReleaseController(context),
+            SecretStoreController(context, sessions, CLUSTER_SECRET_STORES),
+            SecretStoreController(context, sessions, SECRET_STORES),
+            ExternalSecretController(context, sessions),
         ]
         for informer in self._informers:
             informer.start()

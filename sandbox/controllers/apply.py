@@ -15,7 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from sandbox.controllers.kube import JSON, KubeClient, KubeError, NoKindMatch, ResourceType, RestMapper
+from phases.kube import KubeClient, KubeError, KubeNoKindMatch, ResourceType, RestMapper
+from sandbox.controllers.kube import JSON
 from sandbox.controllers.status import changes_anything
 
 NAME_LABEL: Final = "kustomize.toolkit.fluxcd.io/name"
@@ -107,10 +108,10 @@ class Applier:
         for entry in sorted(stale, key=lambda item: item.id, reverse=True):
             try:
                 rtype = self.mapper.resource_for(entry.api_version, entry.kind)
-            except NoKindMatch:
+            except KubeNoKindMatch:
                 continue  # its CRD is gone, and the object with it
             namespace = entry.namespace or None
-            live = self.client.get(rtype, namespace, entry.name)
+            live = self.client.get(rtype, entry.name, namespace)
             if live is None:
                 continue
             metadata = live.get("metadata") or {}
@@ -119,7 +120,7 @@ class Applier:
             labels = metadata.get("labels") or {}
             if any(labels.get(key) != value for key, value in owner.labels.items()):
                 continue  # another owner took it over (or someone relabelled it): not ours to delete
-            if self.client.delete(rtype, namespace, entry.name):
+            if self.client.delete(rtype, entry.name, namespace):
                 log.info("pruned %s", entry.describe())
                 deleted.append(entry)
         return deleted
@@ -133,10 +134,8 @@ class Applier:
             metadata = prepared.setdefault("metadata", {})
             try:
                 rtype = self.mapper.resource_for(api_version, kind)
-            except NoKindMatch as error:
-                raise ApplyError(f"{_describe(prepared)} dry-run failed: {error.message}") from error
-            except KubeError as error:
-                raise ApplyError(f"{_describe(prepared)} dry-run failed: {error.message}") from error
+            except KubeError as error:  # KubeNoKindMatch among them
+                raise ApplyError(f"{_describe(prepared)} dry-run failed: {error.detail}") from error
             if rtype.namespaced:
                 metadata["namespace"] = target_namespace or metadata.get("namespace") or DEFAULT_NAMESPACE
             else:
@@ -153,9 +152,9 @@ class Applier:
         entry = InventoryEntry(namespace or "", name, rtype.group, rtype.kind, rtype.version)
         ssa_policy = (metadata.get("annotations") or {}).get(SSA_ANNOTATION)
         try:
-            live = self.client.get(rtype, namespace, name)
+            live = self.client.get(rtype, name, namespace)
             if live is None:
-                self.client.create(rtype, namespace, body)
+                self.client.create(rtype, body, namespace)
                 log.info("%s created", entry.describe())
             elif ssa_policy not in ("IfNotPresent", "Ignore"):
                 patch = {
@@ -165,10 +164,10 @@ class Applier:
                     key: metadata[key] for key in ("labels", "annotations") if metadata.get(key)
                 }
                 if changes_anything(live, patch):
-                    self.client.merge_patch(rtype, namespace, name, patch)
+                    self.client.merge_patch(rtype, name, patch, namespace)
                     log.info("%s configured", entry.describe())
         except KubeError as error:
-            raise ApplyError(f"{entry.describe()} apply failed: {error.message}") from error
+            raise ApplyError(f"{entry.describe()} apply failed: {error.detail}") from error
         return entry
 
 

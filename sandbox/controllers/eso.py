@@ -14,23 +14,13 @@ import base64
 import hashlib
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Final
 
+from phases.kube import CLUSTER_SECRET_STORES, EXTERNAL_SECRETS, SECRETS, KubeError, ResourceType
 from sandbox.controllers.eso_template import TemplateError, render
 from sandbox.controllers.eso_vault import InvalidProviderConfig, ProviderError, VaultSessions, VaultStore
-from sandbox.controllers.kube import (
-    CLUSTER_SECRET_STORES,
-    EXTERNAL_SECRETS,
-    JSON,
-    SECRET_STORES,
-    SECRETS,
-    KubeError,
-    ResourceType,
-    object_key,
-    split_key,
-)
-from sandbox.controllers.runtime import Controller, Informer, InformerRegistry
+from sandbox.controllers.kube import JSON, SECRET_STORES, object_key, split_key
+from sandbox.controllers.runtime import Controller, ControllerContext, Informer
 from sandbox.controllers.status import (
     READY,
     changes_anything,
@@ -59,19 +49,10 @@ def _set_eso_condition(conditions: list[JSON], status: str, reason: str, message
 class SecretStoreController(Controller):
     """Validates ClusterSecretStores (``primary`` = CLUSTER_SECRET_STORES) or SecretStores."""
 
-    def __init__(
-        self,
-        kubeconfig: Path,
-        workdir: Path,
-        informers: InformerRegistry,
-        *,
-        resync_seconds: float,
-        sessions: VaultSessions,
-        primary: ResourceType,
-    ) -> None:
+    def __init__(self, context: ControllerContext, sessions: VaultSessions, primary: ResourceType) -> None:
         self.primary = primary
         self.name = "clustersecretstore" if primary == CLUSTER_SECRET_STORES else "secretstore"
-        super().__init__(kubeconfig, workdir, informers, resync_seconds=resync_seconds)
+        super().__init__(context)
         self.sessions = sessions
 
     def reconcile(self, key: str, obj: JSON) -> None:
@@ -97,8 +78,7 @@ class SecretStoreController(Controller):
         if previous is None or previous.get("message") != ready["message"]:
             log = self.log.info if ready["status"] == "True" else self.log.warning
             log("%s %s: %s", self.primary.kind, key, ready["message"])
-        namespace, name = split_key(key)
-        self.objects.remember(self.client.patch_status(self.primary, namespace, name, patch))
+        self.patch_status(key, patch)
 
 
 class SyncError(Exception):
@@ -114,16 +94,8 @@ class ExternalSecretController(Controller):
     name = "externalsecret"
     primary = EXTERNAL_SECRETS
 
-    def __init__(
-        self,
-        kubeconfig: Path,
-        workdir: Path,
-        informers: InformerRegistry,
-        *,
-        resync_seconds: float,
-        sessions: VaultSessions,
-    ) -> None:
-        super().__init__(kubeconfig, workdir, informers, resync_seconds=resync_seconds)
+    def __init__(self, context: ControllerContext, sessions: VaultSessions) -> None:
+        super().__init__(context)
         self.sessions = sessions
         self.cluster_stores = self.informer(CLUSTER_SECRET_STORES)
         self.namespaced_stores = self.informer(SECRET_STORES)
@@ -191,7 +163,7 @@ class ExternalSecretController(Controller):
                 self.log.info("ExternalSecret %s: secret %s/%s synced", key, namespace, target_name)
         patch = status_patch(status, new_status)
         if patch:
-            self.objects.remember(self.client.patch_status(EXTERNAL_SECRETS, namespace, name, patch))
+            self.patch_status(key, patch)
 
     def finalize(self, key: str, last_seen: JSON) -> None:
         """An ExternalSecret with creationPolicy Owner takes its Secret with it (ESO's ownerReference)."""
@@ -200,7 +172,7 @@ class ExternalSecretController(Controller):
         if str(target.get("creationPolicy") or "Owner") != "Owner":
             return
         target_name = str(target.get("name") or name)
-        secret = self.client.get(SECRETS, namespace, target_name)
+        secret = self.client.get(SECRETS, target_name, namespace)
         if secret is None:
             return
         uid = (last_seen.get("metadata") or {}).get("uid")
@@ -210,7 +182,7 @@ class ExternalSecretController(Controller):
             and (uid is None or owner.get("uid") == uid)
             for owner in (secret.get("metadata") or {}).get("ownerReferences") or []
         )
-        if owned and self.client.delete(SECRETS, namespace, target_name):
+        if owned and self.client.delete(SECRETS, target_name, namespace):
             self.log.info("ExternalSecret %s deleted: deleted its Secret %s/%s", key, namespace, target_name)
 
     def _sync_due(
@@ -261,7 +233,7 @@ class ExternalSecretController(Controller):
             rtype = SECRET_STORES
         if store is None:
             raise SyncError(
-                f'could not get {kind} "{store_name}", {rtype.describe()} "{store_name}" not found'
+                f'could not get {kind} "{store_name}", {rtype.group_resource} "{store_name}" not found'
             )
         if not is_ready(store):
             raise SyncError(f"the desired SecretStore {store_name} is not ready")
@@ -329,7 +301,7 @@ class ExternalSecretController(Controller):
                 owner["uid"] = metadata["uid"]
             owner_references.append(owner)
         try:
-            live = self.client.get(SECRETS, namespace, target_name)
+            live = self.client.get(SECRETS, target_name, namespace)
             if live is None:
                 if policy == "Merge":
                     raise SyncError(
@@ -347,7 +319,7 @@ class ExternalSecretController(Controller):
                     body["metadata"]["annotations"] = annotations
                 if owner_references:
                     body["metadata"]["ownerReferences"] = owner_references
-                self.managed_secrets.remember(self.client.create(SECRETS, namespace, body))
+                self.managed_secrets.remember(self.client.create(SECRETS, body, namespace))
                 return
             live_metadata = live.get("metadata") or {}
             for existing in live_metadata.get("ownerReferences") or []:
@@ -364,9 +336,9 @@ class ExternalSecretController(Controller):
             if owner_references:
                 patch["metadata"]["ownerReferences"] = owner_references
             if changes_anything(live, patch):
-                self.managed_secrets.remember(self.client.merge_patch(SECRETS, namespace, target_name, patch))
+                self.managed_secrets.remember(self.client.merge_patch(SECRETS, target_name, patch, namespace))
         except KubeError as error:
-            raise SyncError(f"could not write secret {target_name}: {error.message}") from error
+            raise SyncError(f"could not write secret {target_name}: {error.detail}") from error
 
 
 def _apply_template(template: JSON, fetched: dict[str, bytes]) -> dict[str, bytes]:

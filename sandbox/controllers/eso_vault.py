@@ -23,7 +23,8 @@ import hvac
 import hvac.exceptions
 import requests
 
-from sandbox.controllers.kube import JSON, SECRETS, SERVICES, KubeClient, KubeError
+from phases.kube import SECRETS, SERVICES, KubeClient, KubeError
+from sandbox.controllers.kube import JSON
 from sandbox.kubelet import resolve_service_url
 
 TOKEN_REQUEST_SECONDS: Final = 600
@@ -270,8 +271,8 @@ class VaultSessions:
                 body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec},
             )
         except KubeError as error:
-            raise ProviderError(f"unable to create service account token: {error.message}") from error
-        token = str((answer.get("status") or {}).get("token") or "")
+            raise ProviderError(f"unable to create service account token: {error.detail}") from error
+        token = str(((answer or {}).get("status") or {}).get("token") or "")
         if not token:
             raise ProviderError("unable to create service account token: empty answer")
         return token
@@ -289,7 +290,7 @@ class VaultSessions:
         # ESO runs in a pod: an in-cluster address (vault.vault.svc:8200) goes through the
         # Service, the way cluster DNS and kube-proxy would route it.
         server = resolve_service_url(
-            store.server, lambda namespace, name: kube.get(SERVICES, namespace, name)
+            store.server, lambda namespace, name: kube.get(SERVICES, name, namespace)
         )
         # token="" (not None) so hvac never falls back to a VAULT_TOKEN from the environment.
         client = hvac.Client(
@@ -308,9 +309,9 @@ class VaultSessions:
 def _secret_value(kube: KubeClient, ref: tuple[str, str, str]) -> str:
     namespace, name, key = ref
     try:
-        secret = kube.get(SECRETS, namespace, name)
+        secret = kube.get(SECRETS, name, namespace)
     except KubeError as error:
-        raise ProviderError(f"cannot get Secret {namespace}/{name}: {error.message}") from error
+        raise ProviderError(f"cannot get Secret {namespace}/{name}: {error.detail}") from error
     if secret is None:
         raise ProviderError(f'cannot get Secret {namespace}/{name}: secrets "{name}" not found')
     encoded = (secret.get("data") or {}).get(key)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from typing import Final
 
-from sandbox.controllers.kube import HELM_RELEASES, JSON, object_key, split_key
-from sandbox.controllers.runtime import Controller, InformerRegistry
+from phases.kube import HELM_RELEASES
+from sandbox.controllers.kube import JSON, object_key, split_key
+from sandbox.controllers.runtime import Controller, ControllerContext
 from sandbox.controllers.status import (
     READY,
     REQUESTED_AT_ANNOTATION,
@@ -35,10 +35,8 @@ class HelmReleaseController(Controller):
     name = "helmrelease"
     primary = HELM_RELEASES
 
-    def __init__(
-        self, kubeconfig: Path, workdir: Path, informers: InformerRegistry, *, resync_seconds: float
-    ) -> None:
-        super().__init__(kubeconfig, workdir, informers, resync_seconds=resync_seconds)
+    def __init__(self, context: ControllerContext) -> None:
+        super().__init__(context)
         self.objects.add_handler(self._on_dependency_event)
 
     def _on_dependency_event(self, _kind: str, changed: JSON) -> None:
@@ -152,7 +150,7 @@ class HelmReleaseController(Controller):
     def _write(self, namespace: str, name: str, old: JSON, new: JSON) -> None:
         patch = status_patch(old, new)
         if patch:
-            self.objects.remember(self.client.patch_status(HELM_RELEASES, namespace, name, patch))
+            self.patch_status(f"{namespace}/{name}", patch)
 
 
 def _dependency_keys(obj: JSON) -> list[str]:

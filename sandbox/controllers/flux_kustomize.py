@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Final
 
 from phases.git import GitRepo
+from phases.kube import GIT_REPOSITORIES, KUSTOMIZATIONS
 from sandbox.controllers.apply import Applier, ApplyError, InventoryEntry, Owner
 from sandbox.controllers.flux_source import local_repository, parse_revision
 from sandbox.controllers.git_remote import mirror_path
-from sandbox.controllers.kube import GIT_REPOSITORIES, JSON, KUSTOMIZATIONS, object_key, split_key
+from sandbox.controllers.kube import JSON, object_key, split_key
 from sandbox.controllers.manifests import BuildError, build_manifests
-from sandbox.controllers.runtime import Controller, InformerRegistry
+from sandbox.controllers.runtime import Controller, ControllerContext
 from sandbox.controllers.status import (
     READY,
     RECONCILING,
@@ -53,10 +54,8 @@ class KustomizationController(Controller):
     name = "kustomization"
     primary = KUSTOMIZATIONS
 
-    def __init__(
-        self, kubeconfig: Path, workdir: Path, informers: InformerRegistry, *, resync_seconds: float
-    ) -> None:
-        super().__init__(kubeconfig, workdir, informers, resync_seconds=resync_seconds)
+    def __init__(self, context: ControllerContext) -> None:
+        super().__init__(context)
         self.sources = self.informer(GIT_REPOSITORIES)
         self.sources.add_handler(self._on_source_event)
         self.objects.add_handler(self._on_dependency_event)
@@ -199,7 +198,7 @@ class KustomizationController(Controller):
                 raise ReconcileFailure(
                     "DependencyNotReady",
                     f"unable to get '{dependency_key}' dependency: "
-                    f'{KUSTOMIZATIONS.describe()} "{name}" not found',
+                    f'{KUSTOMIZATIONS.group_resource} "{name}" not found',
                 )
             dependency_status = dependency.get("status") or {}
             if not is_ready(dependency) or dependency_status.get("observedGeneration") != generation(
@@ -293,10 +292,8 @@ class KustomizationController(Controller):
     def _patch_status(self, key: str, obj: JSON, new_status: JSON) -> None:
         fresh = self._fresh(key, obj)
         patch = status_patch(fresh.get("status") or {}, new_status)
-        if not patch:
-            return
-        namespace, name = split_key(key)
-        self.objects.remember(self.client.patch_status(KUSTOMIZATIONS, namespace, name, patch))
+        if patch:
+            self.patch_status(key, patch)
 
 
 def _source_key(obj: JSON) -> str:

@@ -16,6 +16,7 @@ from typing import Final
 from urllib.parse import unquote, urlparse
 
 from phases.git import GitError, GitRepo
+from phases.kube import GIT_REPOSITORIES, SECRETS, KubeError
 from sandbox.controllers.git_remote import (
     GitCredentials,
     GitRemoteError,
@@ -23,7 +24,7 @@ from sandbox.controllers.git_remote import (
     mirror_path,
     remote_branch_head,
 )
-from sandbox.controllers.kube import GIT_REPOSITORIES, JSON, SECRETS, KubeError, split_key
+from sandbox.controllers.kube import JSON, split_key
 from sandbox.controllers.runtime import Controller
 from sandbox.controllers.status import (
     READY,
@@ -120,7 +121,7 @@ class GitRepositoryController(Controller):
             new_status["lastHandledReconcileAt"] = requested_at
         patch = status_patch(status, new_status)
         if patch:
-            self.objects.remember(self.client.patch_status(GIT_REPOSITORIES, namespace, name, patch))
+            self.patch_status(key, patch)
 
     def _credentials(self, namespace: str, spec: JSON, *, read_values: bool) -> GitCredentials | None:
         """Check ``spec.secretRef`` like Flux; decode the values only when a network fetch needs them."""
@@ -128,10 +129,10 @@ class GitRepositoryController(Controller):
         if not secret_name:
             return None
         try:
-            secret = self.client.get(SECRETS, namespace, secret_name)
+            secret = self.client.get(SECRETS, secret_name, namespace)
         except KubeError as error:
             raise SourceFailure(
-                "AuthenticationFailed", f"failed to get secret '{namespace}/{secret_name}': {error.message}"
+                "AuthenticationFailed", f"failed to get secret '{namespace}/{secret_name}': {error.detail}"
             ) from error
         if secret is None:
             raise SourceFailure(

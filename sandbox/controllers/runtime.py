@@ -16,13 +16,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from kubernetes.client.exceptions import ApiException
-from kubernetes.watch import Watch
-
-from sandbox.controllers.kube import JSON, KubeClient, KubeError, ResourceType, object_key
+from phases.kube import KubeClient, KubeError, KubeGone, KubeNotFound, ResourceType, WatchEvent
+from sandbox.controllers.kube import JSON, connect, object_key, split_key
 
 # Server-side watch timeout: long enough to be cheap, short enough to notice a silent server.
 WATCH_TIMEOUT_SECONDS: Final = 30
@@ -142,7 +141,7 @@ class Informer:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._client = KubeClient(self._kubeconfig)
+        self._client = connect(self._kubeconfig)
         self.thread.start()
 
     def interrupt(self) -> None:
@@ -150,7 +149,7 @@ class Informer:
         with self._lock:
             response = self._active_response
         if response is not None:
-            _shutdown_response(response)
+            _shutdown(response)
 
     def close(self) -> None:
         if self._client is not None:
@@ -168,21 +167,22 @@ class Informer:
     def _list_and_watch(self) -> None:
         assert self._client is not None
         try:
-            items, version = self._client.list(self.rtype, label_selector=self.label_selector)
+            items, version = self._client.list_with_version(self.rtype, label_selector=self.label_selector)
+        except KubeNotFound:
+            # The CRD is not installed (yet, or any more): nothing is served, so nothing exists.
+            if self.installed:
+                self.log.info("%s is no longer served", self.rtype.group_resource)
+            self.installed = False
+            self._replace_all([])
+            self.synced.set()
+            self._stop.wait(self._resync_seconds)
+            return
         except KubeError as error:
-            if error.not_found:
-                # The CRD is not installed (yet, or any more): nothing is served, so nothing exists.
-                if self.installed:
-                    self.log.info("%s is no longer served", self.rtype.describe())
-                self.installed = False
-                self._replace_all([])
-                self.synced.set()
-            else:
-                self._problem(f"list failed: {error.message}")
+            self._problem(f"list failed: {error.detail}")
             self._stop.wait(self._resync_seconds)
             return
         if not self.installed:
-            self.log.debug("%s is served", self.rtype.describe())
+            self.log.debug("%s is served", self.rtype.group_resource)
         self.installed = True
         self._last_problem = ""
         self._replace_all(items)
@@ -192,75 +192,51 @@ class Informer:
                 version = self._watch(version)
             except KubeError as error:
                 # 410 Gone and 404 (the CRD went away) are routine: the re-list sorts them out.
-                if not (error.gone or error.not_found or self._stop.is_set()):
-                    self._problem(f"watch failed: {error.message}")
+                if not (isinstance(error, KubeGone | KubeNotFound) or self._stop.is_set()):
+                    self._problem(f"watch failed: {error.detail}")
                     self._stop.wait(min(self._resync_seconds, 1.0))
                 return  # re-list: after 410 Gone or an error the cache may have missed events
 
     def _watch(self, version: str) -> str:
         """Stream events from ``version`` until the server ends the watch; return the last version."""
         assert self._client is not None
-        client = self._client
-        path = self.rtype.collection_path()
-        selector = self.label_selector
 
-        def open_watch(**kwargs: Any) -> Any:
-            # Called by Watch.stream with watch=True and _preload_content=False.
-            query = [
-                ("watch", "true"),
-                ("allowWatchBookmarks", "true"),
-                ("timeoutSeconds", str(WATCH_TIMEOUT_SECONDS)),
-            ]
-            if kwargs.get("resource_version"):
-                query.append(("resourceVersion", str(kwargs["resource_version"])))
-            if selector:
-                query.append(("labelSelector", selector))
-            response = client.open("GET", path, query=query, timeout=(5.0, WATCH_TIMEOUT_SECONDS + 10.0))
+        def opened(response: Any) -> None:
             with self._lock:
                 self._active_response = response
             if self._stop.is_set():  # stop() ran before we registered: close it ourselves
-                _shutdown_response(response)
-            return response
+                _shutdown(response)
 
-        watch = Watch()  # type: ignore[no-untyped-call]
+        events = self._client.watch(
+            self.rtype,
+            resource_version=version,
+            timeout_seconds=WATCH_TIMEOUT_SECONDS,
+            label_selector=self.label_selector,
+            opened=opened,
+        )
         try:
-            for event in watch.stream(  # type: ignore[no-untyped-call]
-                open_watch, resource_version=version, timeout_seconds=WATCH_TIMEOUT_SECONDS, deserialize=False
-            ):
+            for event in events:  # ERROR events (410 Gone among them) raise their KubeError
                 if self._stop.is_set():
-                    watch.stop()  # type: ignore[no-untyped-call]
                     break
                 version = self._handle_event(event, version)
-        except ApiException as error:  # ERROR events (410 Gone among them) arrive this way
-            raise KubeError(int(error.status or 0), str(error.reason)) from error
-        except KubeError:
-            raise
-        except Exception as error:  # the connection dropped (or we shut it down to stop)
-            if self._stop.is_set():
-                return version
-            raise KubeError(0, f"watch stream broke: {type(error).__name__}") from error
         finally:
+            events.close()
             with self._lock:
                 self._active_response = None
         return version
 
-    def _handle_event(self, event: Any, version: str) -> str:
-        if not isinstance(event, dict):
-            return version
-        kind = event.get("type")
-        obj = event.get("object")
-        if not isinstance(obj, dict):
-            return version
+    def _handle_event(self, event: WatchEvent, version: str) -> str:
+        obj = event.object
         new_version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
-        if kind == "BOOKMARK":
+        if event.type == "BOOKMARK":
             return new_version
         key = object_key(obj)
         with self._lock:
-            if kind == "DELETED":
+            if event.type == "DELETED":
                 self._cache.pop(key, None)
             elif not _is_older(obj, self._cache.get(key)):  # we may have remembered our own newer write
                 self._cache[key] = obj
-        self._dispatch("DELETED" if kind == "DELETED" else "MODIFIED", obj)
+        self._dispatch("DELETED" if event.type == "DELETED" else "MODIFIED", obj)
         return new_version
 
     def _replace_all(self, items: list[JSON]) -> None:
@@ -283,7 +259,7 @@ class Informer:
     def _problem(self, message: str, *, exc_info: bool = False) -> None:
         # Repeated identical failures (an API server that is down) are logged once.
         if message != self._last_problem:
-            self.log.warning("%s: %s", self.rtype.describe(), message, exc_info=exc_info)
+            self.log.warning("%s: %s", self.rtype.group_resource, message, exc_info=exc_info)
             self._last_problem = message
 
 
@@ -304,18 +280,13 @@ def _is_older(candidate: JSON, cached: JSON | None) -> bool:
         return False
 
 
-def _shutdown_response(response: Any) -> None:
+def _shutdown(response: Any) -> None:
+    """Unblock a read of ``response`` in another thread (urllib3 >= 2.3); best effort: the watch
+    ends at its server timeout anyway."""
     try:
-        response.shutdown()  # urllib3 >= 2.3: unblocks a read in another thread
+        response.shutdown()
     except Exception:
-        try:
-            sock = getattr(getattr(response, "connection", None), "sock", None)
-            if sock is not None:
-                import socket
-
-                sock.shutdown(socket.SHUT_RDWR)
-        except Exception:  # best effort: the watch ends at its server timeout anyway
-            logging.getLogger("sandbox.controllers").debug("could not interrupt a watch", exc_info=True)
+        logging.getLogger("sandbox.controllers").debug("could not interrupt a watch", exc_info=True)
 
 
 class InformerRegistry:
@@ -343,23 +314,31 @@ class InformerRegistry:
         return iter(self._informers.values())
 
 
+@dataclass(frozen=True)
+class ControllerContext:
+    """What the controllers of one set share: the cluster, a work folder, the informers, the resync."""
+
+    kubeconfig: Path
+    workdir: Path
+    informers: InformerRegistry
+    resync_seconds: float
+
+
 class Controller:
     """Reconciles the keys of one primary resource; subclasses implement ``reconcile``."""
 
     name: str = "controller"
     primary: ResourceType
 
-    def __init__(
-        self, kubeconfig: Path, workdir: Path, informers: InformerRegistry, *, resync_seconds: float
-    ) -> None:
-        self.kubeconfig = kubeconfig
-        self.workdir = workdir
-        self.resync_seconds = resync_seconds
+    def __init__(self, context: ControllerContext) -> None:
+        self.kubeconfig = context.kubeconfig
+        self.workdir = context.workdir
+        self.resync_seconds = context.resync_seconds
         self.log = logging.getLogger(f"sandbox.controllers.{self.name}")
         self.queue = WorkQueue()
-        self.objects = informers.informer(self.primary)
+        self.objects = context.informers.informer(self.primary)
         self.objects.add_handler(self._on_primary_event)
-        self._informers = informers
+        self._informers = context.informers
         self._tombstones: dict[str, JSON] = {}
         self._tombstone_lock = threading.Lock()
         self._last_error: dict[str, str] = {}
@@ -377,7 +356,7 @@ class Controller:
 
     def start(self, stop: threading.Event) -> None:
         self._stop = stop
-        self._client = KubeClient(self.kubeconfig)
+        self._client = connect(self.kubeconfig)
         self.thread.start()
 
     def close(self) -> None:
@@ -392,6 +371,13 @@ class Controller:
 
     def reconcile(self, key: str, obj: JSON) -> None:
         raise NotImplementedError
+
+    def patch_status(self, key: str, patch: JSON) -> None:
+        """Merge ``patch`` into the status of the primary object ``key`` and cache what the server says."""
+        namespace, name = split_key(key)
+        self.objects.remember(
+            self.client.merge_patch(self.primary, name, {"status": patch}, namespace, subresource="status")
+        )
 
     def finalize(self, key: str, last_seen: JSON) -> None:
         """Called once after an object was deleted (the last state we saw)."""
@@ -438,7 +424,7 @@ class Controller:
             if self._stop is not None and self._stop.is_set():
                 return  # clients are closing under us: not a failure worth reporting
             # Log each distinct failure once per object; the resync retries it.
-            message = error.message if isinstance(error, KubeError) else repr(error)
+            message = error.detail if isinstance(error, KubeError) else repr(error)
             if self._last_error.get(key) != message:
                 self._last_error[key] = message
                 self.log.warning(

