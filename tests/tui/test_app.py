@@ -57,6 +57,7 @@ async def test_bootstrap_from_the_keyboard_with_typed_secrets(sandbox_world: San
         assert "Phase 1: Infrastructure" in screen_text(app)  # says what it will do first
         await pilot.press("y")
         await wait_for(pilot, lambda: isinstance(app.screen, SecretPromptScreen))
+        await wait_for(pilot, lambda: "github_token" in screen_text(app))
         text = screen_text(app)
         assert "github_token" in text and "to be entered" in text
         for name in ("github_token", "cloudflare_api_token", "myapp_db_password", "myapp_api_key"):
