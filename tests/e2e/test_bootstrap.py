@@ -11,8 +11,7 @@ from pathlib import Path
 import hvac
 import pytest
 
-from phases.bootstrap import build_engine
-from phases.config import Config, config_from_document
+from phases.config import Config
 from phases.events import Event, RunFinished, StepFailed, StepSkipped, StepSucceeded
 from phases.kube import (
     CLUSTER_SECRET_STORES,
@@ -24,17 +23,10 @@ from phases.kube import (
     KubeClient,
 )
 from phases.platform import Platform
-from phases.secrets import SecretStore, SecretValue
-from sandbox.settings import config_overrides, sandbox_path_env
 from sandbox.world import SandboxWorld
 from tests.support import crds
+from tests.support.bootstrap import DEMO_VALUES, run_bootstrap, sandbox_config
 
-DEMO_VALUES = {
-    "github_token": b"ghp_" + b"A1b2C3d4E5f6G7h8I9j0" * 2,
-    "cloudflare_api_token": b"cf-Token_0123456789abcdefXYZ",
-    "myapp_db_password": b"db-pass-9f8e7d6c5b",
-    "myapp_api_key": b"api-key-1a2b3c4d5e",
-}
 APP_AGENT = "gitops-tui/"
 
 
@@ -45,13 +37,7 @@ class Bench:
     command_env: dict[str, str]
 
     async def run(self, secrets: dict[str, bytes] | None = None, *, from_phase: int = 1) -> list[Event]:
-        store = SecretStore()
-        for name, value in (secrets or {}).items():
-            store.put(name, SecretValue.from_bytes(name, value), source="test")
-        engine = build_engine(self.config, secrets=store, command_env=self.command_env)
-        events = [event async for event in engine.run(from_phase=from_phase)]
-        assert store.held() == [], "every secret must be wiped by the end of the run"
-        return events
+        return await run_bootstrap(self.config, self.command_env, secrets, from_phase=from_phase)
 
     def app_mutations(self) -> list[str]:
         return [
@@ -63,9 +49,8 @@ class Bench:
 
 @pytest.fixture
 def bench(sandbox_world: SandboxWorld) -> Iterator[Bench]:
-    info = sandbox_world.info
-    config = config_from_document(config_overrides(info), "sandbox")
-    yield Bench(sandbox_world, config, sandbox_path_env(info))
+    config, env = sandbox_config(sandbox_world)
+    yield Bench(sandbox_world, config, env)
 
 
 def finished(events: list[Event]) -> RunFinished:

@@ -24,7 +24,7 @@ from phases.secrets import SecretStore, SecretValue
 from sandbox.openbao import bao_binary
 from sandbox.settings import config_overrides, sandbox_path_env
 from sandbox.world import SandboxWorld
-from tests.e2e.test_bootstrap import DEMO_VALUES
+from tests.support.bootstrap import DEMO_VALUES
 
 SECRETS_MODULE = textwrap.dedent(
     """

@@ -3,7 +3,6 @@ clone), and against a bootstrapped sandbox for the Flux part."""
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import dataclasses
 import shutil
@@ -16,19 +15,15 @@ from typing import Any, cast
 import pytest
 
 from phases import git as git_module
-from phases.bootstrap import build_engine
-from phases.config import Config, DeploymentsConfig, EngineConfig, config_from_document
-from phases.events import RunFinished
+from phases.config import Config, DeploymentsConfig, EngineConfig
 from phases.git import GitRepo
 from phases.health import RECONCILE_ANNOTATION
 from phases.kube import DEPLOYMENTS, EXTERNAL_SECRETS, KubeClient, ResourceType
 from phases.rollback import RollbackPlanner, RollbackRefused, revision_sha
-from phases.secrets import SecretStore, SecretValue
 from sandbox.sample_repo import create_sample_repo
-from sandbox.settings import config_overrides, sandbox_path_env
 from sandbox.world import SandboxWorld
-from tests.e2e.test_bootstrap import DEMO_VALUES
 from tests.fixtures.git import GitWorld, MakeCommits, commit_files, configure_identity, run_git, write_files
+from tests.support.bootstrap import bootstrapped_sync
 
 WEBAPP_DIR = "clusters/production/apps/webapp"
 MYAPP_DEPLOYMENT = "clusters/production/apps/myapp/deployment.yaml"
@@ -402,21 +397,7 @@ def test_revision_sha(revision: str, expected: str | None) -> None:
 
 @pytest.fixture
 def bootstrapped(sandbox_world: SandboxWorld) -> Iterator[tuple[SandboxWorld, Config]]:
-    info = sandbox_world.info
-    config = config_from_document(config_overrides(info), "sandbox")
-    store = SecretStore()
-    for name, value in DEMO_VALUES.items():
-        store.put(name, SecretValue.from_bytes(name, value), source="test")
-    engine = build_engine(config, secrets=store, command_env=sandbox_path_env(info))
-
-    async def run() -> RunFinished:
-        events = [event async for event in engine.run()]
-        last = events[-1]
-        assert isinstance(last, RunFinished)
-        return last
-
-    finished = asyncio.run(run())
-    assert finished.status == "succeeded", (finished.failed_step, finished.reason)
+    config, _ = bootstrapped_sync(sandbox_world)
     yield sandbox_world, config
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from textual.pilot import Pilot
 
-from phases.config import Config, config_from_document
+from phases.config import config_from_document
 from phases.resources import EXTERNAL_SECRET, KUSTOMIZATION
-from sandbox.settings import config_overrides, sandbox_path_env
 from sandbox.world import SandboxWorld
+from tests.support.bootstrap import sandbox_config
 from tests.support.screen import screen_text
 from tui.app import GitOpsApp
 from widgets.confirm import ConfirmScreen
@@ -31,10 +31,6 @@ TYPED = {
     "myapp_db_password": "typed-db-password",
     "myapp_api_key": "typed-api-key-42",
 }
-
-
-def sandbox_config(world: SandboxWorld) -> tuple[Config, dict[str, str]]:
-    return config_from_document(config_overrides(world.info), "sandbox"), sandbox_path_env(world.info)
 
 
 async def wait_for(pilot: Pilot[int], condition: Callable[[], bool], timeout: float = 90.0) -> None:

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from textual.pilot import Pilot
 
-from phases.bootstrap import build_engine
-from phases.events import RunFinished
 from phases.kube import EXTERNAL_SECRETS, KUSTOMIZATIONS, KubeClient
 from phases.resources import EXTERNAL_SECRET, KUSTOMIZATION, NodeKey
-from phases.secrets import SecretStore, SecretValue
 from sandbox.world import SandboxWorld
-from tests.e2e.test_bootstrap import DEMO_VALUES
+from tests.support.bootstrap import bootstrapped, sandbox_config
 from tests.support.screen import screen_text
-from tests.tui.test_app import sandbox_config, wait_for
+from tests.tui.test_app import wait_for
 from tui.app import GitOpsApp
 from widgets.audit_view import AuditScreen
 from widgets.confirm import ConfirmScreen
@@ -35,12 +32,7 @@ async def select(pilot: Pilot[int], tree: ResourceTree, key: NodeKey) -> None:
 
 
 async def test_day2_actions_from_the_keyboard(sandbox_world: SandboxWorld) -> None:
-    config, env = sandbox_config(sandbox_world)
-    store = SecretStore()
-    for name, value in DEMO_VALUES.items():
-        store.put(name, SecretValue.from_bytes(name, value), source="test")
-    events = [e async for e in build_engine(config, secrets=store, command_env=env).run()]
-    assert isinstance(events[-1], RunFinished) and events[-1].status == "succeeded"
+    config, env = await bootstrapped(sandbox_world)
     kube = KubeClient(config.cluster.resolved_kubeconfig(), user_agent="test/1")
 
     app = GitOpsApp(config, command_env=env, sandbox=True)
@@ -146,12 +138,7 @@ async def test_rollback_picker_reverts_a_merge_from_the_keyboard(sandbox_world: 
     from phases.kube import DEPLOYMENTS
     from widgets.rollback_picker import RollbackPickerScreen
 
-    config, env = sandbox_config(sandbox_world)
-    store = SecretStore()
-    for name, value in DEMO_VALUES.items():
-        store.put(name, SecretValue.from_bytes(name, value), source="test")
-    events = [e async for e in build_engine(config, secrets=store, command_env=env).run()]
-    assert isinstance(events[-1], RunFinished) and events[-1].status == "succeeded"
+    config, env = await bootstrapped(sandbox_world)
     kube = KubeClient(config.cluster.resolved_kubeconfig(), user_agent="test/1")
     assert kube.get(DEPLOYMENTS, "webapp", "webapp") is not None
 
