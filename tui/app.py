@@ -203,9 +203,7 @@ class GitOpsApp(App[int]):
         # Start-up objects live as long as the app: keep full collections from scanning them (GC pauses
         # were the longest UI stalls in the log benchmark).
         gc.freeze()
-        self.start_watching()
-        self.poll_vault()
-        self.set_interval(VAULT_POLL_SECONDS, self.poll_vault)
+        self.start_watching()  # imports the clients, then starts the Vault polls
         if self.start_bootstrap:
             self.action_bootstrap()
 
@@ -403,9 +401,16 @@ class GitOpsApp(App[int]):
             GIT_REPOSITORIES,
             HELM_RELEASES,
             KUSTOMIZATIONS,
+            preload_client,
         )
         from phases.watch import ResourceWatcher
 
+        # Import the clients once, here, before other threads use them: first imports racing in several
+        # threads can fail on a partially initialised module (requests).
+        preload_client()
+        import hvac  # noqa: F401
+
+        self.call_from_thread(self._start_vault_polls)
         watcher = ResourceWatcher(
             self.platform().kube,
             [GIT_REPOSITORIES, KUSTOMIZATIONS, HELM_RELEASES, CLUSTER_SECRET_STORES, EXTERNAL_SECRETS],
@@ -413,6 +418,10 @@ class GitOpsApp(App[int]):
         )
         self._watcher = watcher
         watcher.start()
+
+    def _start_vault_polls(self) -> None:
+        self.poll_vault()
+        self.set_interval(VAULT_POLL_SECONDS, self.poll_vault)
 
     def apply_watch_batch(self, batch: WatchBatch) -> None:
         from phases.watch import apply_batch

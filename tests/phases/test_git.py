@@ -645,8 +645,12 @@ def test_a_hung_network_command_times_out(
     started = time.monotonic()
     with pytest.raises(GitError, match=r"^`git ls-remote -- stall::x refs/heads/main` timed out after 0.5 s"):
         GitRepo(tmp_path).remote_head("stall::x", "main")
-    assert time.monotonic() - started < 3
-    assert not is_running(int(helper_pid_file.read_text()))  # git's whole session was killed
+    assert time.monotonic() - started < 30  # not the helper's 100 s: the timeout fired
+    helper_pid = int(helper_pid_file.read_text())
+    deadline = time.monotonic() + 10  # SIGKILL delivery can lag on a loaded machine
+    while is_running(helper_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not is_running(helper_pid)  # git's whole session was killed
 
 
 def test_commit_dates_keep_their_offset(bare_remote_and_clone: GitWorld) -> None:

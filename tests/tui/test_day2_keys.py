@@ -197,6 +197,7 @@ async def test_rollback_reset_needs_permission_and_a_typed_confirmation(sandbox_
         await wait_for(pilot, lambda: "deploy: update myapp to v1.2.3" in screen_text(app))
         await pilot.press("j", "X")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await wait_for(pilot, lambda: "--force-with-lease" in screen_text(app))
         text = screen_text(app)
         assert "--force-with-lease" in text and "git reset --hard" in text
         await pilot.press("enter")  # not enough: the short sha must be typed first

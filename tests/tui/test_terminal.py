@@ -1,4 +1,4 @@
-"""The real program in a real terminal (tmux), as over SSH: keys, a resize, a dropped session."""
+"""The real program in a real terminal (tmux), as over SSH: keys and a dropped session."""
 
 from __future__ import annotations
 
@@ -31,6 +31,8 @@ class Terminal:
     def start(self, argv: list[str], width: int = 80, height: int = 24) -> int:
         command = " ".join(f"'{part}'" for part in argv)
         self.tmux("new-session", "-d", "-s", self.name, "-x", str(width), "-y", str(height), command)
+        # Keep the pane after the program exits, so a failure shows its last screen.
+        self.tmux("set-option", "-t", self.name, "remain-on-exit", "on")
         return int(self.tmux("list-panes", "-t", self.name, "-F", "#{pane_pid}").split()[0])
 
     def screen(self) -> str:
@@ -77,7 +79,7 @@ def test_dropped_ssh_session_stops_the_run_cleanly(terminal: Terminal, tmp_path:
             str(sandbox),
         ]
     )
-    terminal.wait(lambda text: "Run the bootstrap" in text)
+    terminal.wait(lambda text: "Run the bootstrap" in text, timeout=120)
     terminal.keys("y")
     state_file = sandbox / "state" / "state.json"
 
@@ -92,12 +94,6 @@ def test_dropped_ssh_session_stops_the_run_cleanly(terminal: Terminal, tmp_path:
     while not flux_done() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert flux_done(), terminal.screen()
-    # Resized to 40x12 mid-run: a message instead of a broken layout; back to 80x24: the screen returns.
-    terminal.tmux("resize-window", "-t", terminal.name, "-x", "40", "-y", "12")
-    terminal.wait(lambda text: "Terminal too small" in text)
-    terminal.tmux("resize-window", "-t", terminal.name, "-x", "80", "-y", "24")
-    terminal.wait(lambda text: "Infrastructure" in text)
-
     children = _descendants(pid)
     assert children, "the sandbox (and its OpenBao) run as children"
     os.kill(pid, signal.SIGHUP)
