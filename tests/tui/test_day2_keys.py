@@ -159,9 +159,8 @@ async def test_rollback_picker_reverts_a_merge_from_the_keyboard(sandbox_world: 
         await pilot.press("y")
         await wait_for(pilot, lambda: kube.get(DEPLOYMENTS, "webapp", "webapp") is None, timeout=90)
         await wait_for(pilot, lambda: isinstance(app.screen, RollbackPickerScreen))
-        await wait_for(
-            pilot, lambda: "Revert \"Merge branch 'feature/webapp'\"" in screen_text(app), timeout=30
-        )
+        # The new head at the top of the list (its subject is cut to the column's width).
+        await wait_for(pilot, lambda: 'Revert "Merge branch' in screen_text(app), timeout=30)
         await pilot.press("escape")
         await pilot.press("a")
         await wait_for(pilot, lambda: isinstance(app.screen, AuditScreen))
