@@ -1,11 +1,20 @@
-"""Phase 1: k3s, Flux, Vault (initialised, keys stored, unsealed, KV v2) and External Secrets."""
+"""Phase 1: k3s, Flux, Vault (initialised, keys stored, unsealed, KV v2) and External Secrets.
+
+The two Secrets that hold secrets (the bootstrap Git credentials and the Vault init keys) are written by
+:func:`store_secret`: the request, base64 values included, is assembled in a locked buffer and written to
+the API server's socket, and the answer (which echoes the data) is read into a locked buffer and zeroed.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
 
-from phases import manifests
+from phases import manifests, memory
 from phases.config import Config
 from phases.engine import Phase, Step, StepContext, StepError
 from phases.health import flux_ready, node_ready, workload_ready
@@ -18,9 +27,15 @@ from phases.kube import (
     NODES,
     SECRETS,
     STATEFUL_SETS,
+    KubeClient,
     KubeError,
+    KubeForbidden,
+    KubeUnreachable,
 )
 from phases.platform import ROOT_TOKEN_KEY, UNSEAL_KEY_PREFIX, Platform, wait_until
+from phases.secrets import SecretValue
+
+_log = logging.getLogger(__name__)
 
 FLUX_CRDS = ("gitrepositories.source.toolkit.fluxcd.io", "kustomizations.kustomize.toolkit.fluxcd.io")
 FLUX_CONTROLLERS = ("source-controller", "kustomize-controller")
@@ -106,18 +121,15 @@ def build_infrastructure_phase(config: Config, platform: Platform) -> Phase:
                 "deployments.url is not set in the config: Flux needs the deployments repository URL"
             )
         token = ctx.secret(flux.token_secret)
-        with token.exposed() as view:
-            password = base64.b64encode(view).decode()
-        data = {"username": base64.b64encode(flux.git_username.encode()).decode(), "password": password}
-        del password
         repo = kube.get(GIT_REPOSITORIES, flux.git_repository, flux.namespace)
         current_ref = ((repo or {}).get("spec") or {}).get("secretRef", {}).get("name")
         # Phase 3 may already have switched Flux to the ExternalSecret: never switch it back.
         secret_name = current_ref if current_ref == flux.git_auth_secret else flux.bootstrap_secret
         if secret_name == flux.bootstrap_secret:
             ctx.log(f"ensure Secret {flux.namespace}/{flux.bootstrap_secret} (bootstrap Git credentials)")
-            await ctx.to_thread(kube.ensure, SECRETS, manifests.bootstrap_git_secret(config, data))
-        data.clear()
+            manifest = manifests.bootstrap_git_secret(config, {})
+            data: dict[str, SecretValue | str] = {"username": flux.git_username, "password": token}
+            await ctx.to_thread(store_secret, kube, manifest, data)
         ctx.log(f"ensure GitRepository {flux.namespace}/{flux.git_repository} -> {config.deployments.url}")
         await ctx.to_thread(kube.ensure, GIT_REPOSITORIES, manifests.git_repository(config, secret_name))
         ctx.log(f"ensure Kustomization {flux.namespace}/{flux.infra_kustomization} ({flux.infra_path})")
@@ -182,18 +194,15 @@ def build_infrastructure_phase(config: Config, platform: Platform) -> Phase:
         result = await ctx.to_thread(
             platform.vault().initialize, shares=vault.key_shares, threshold=vault.key_threshold
         )
-        data: dict[str, str] = {}
+        data: dict[str, SecretValue | str] = {ROOT_TOKEN_KEY: result.root_token}
+        for index, key in enumerate(result.unseal_keys, start=1):
+            data[f"{UNSEAL_KEY_PREFIX}{index}"] = key
         try:
-            with result.root_token.exposed() as view:
-                data[ROOT_TOKEN_KEY] = base64.b64encode(view).decode()
-            for index, key in enumerate(result.unseal_keys, start=1):
-                with key.exposed() as view:
-                    data[f"{UNSEAL_KEY_PREFIX}{index}"] = base64.b64encode(view).decode()
-            body = manifests.vault_init_keys_secret(config, data)
+            body = manifests.vault_init_keys_secret(config, {})
             last_error: Exception | None = None
             for _attempt in range(5):
                 try:
-                    await ctx.to_thread(kube.ensure, SECRETS, body)
+                    await ctx.to_thread(store_secret, kube, body, data)
                     last_error = None
                     break
                 except KubeError as error:
@@ -209,6 +218,7 @@ def build_infrastructure_phase(config: Config, platform: Platform) -> Phase:
             ctx.log(f"init keys stored in Secret {vault.namespace}/{vault.init_secret}")
         finally:
             data.clear()
+            memory.sweep_later(result.unseal_keys)
             result.root_token.wipe()
             for key in result.unseal_keys:
                 key.wipe()
@@ -227,6 +237,9 @@ def build_infrastructure_phase(config: Config, platform: Platform) -> Phase:
             ctx.log(f"unsealing Vault with keys from Secret {vault.namespace}/{vault.init_secret}")
             status = await ctx.to_thread(platform.vault().unseal, keys)
         finally:
+            # Read through the Kubernetes client, the keys were copied there: the sweep after phase 2
+            # looks for those copies too.
+            memory.sweep_later(keys)
             for key in keys:
                 key.wipe()
         if status.sealed:
@@ -351,3 +364,155 @@ def helm_install_commands(
         install += ["--set", f"{key}={value}"]
     install += ["--wait", "--timeout", "10m"] if wait else ["--timeout", "10m"]
     return [["helm", "repo", "add", repo_name, repo_url, "--force-update"], install]
+
+
+# -- Secrets written from locked buffers ---------------------------------------------------------------------
+
+
+class _Base64Of:
+    """A Secret ``data`` value: the base64 of a SecretValue, written straight into the request buffer."""
+
+    __slots__ = ("secret",)
+
+    def __init__(self, secret: SecretValue) -> None:
+        self.secret = secret
+
+
+def _write_secret_value(value: object, out: memory.LockedWriter) -> None:
+    if not isinstance(value, _Base64Of):
+        raise TypeError(f"cannot put a {type(value).__name__} in a Secret")
+    with value.secret.exposed() as view:
+        out.write_byte(0x22)
+        memory.write_base64(out, view)
+        out.write_byte(0x22)
+
+
+def store_secret(
+    kube: KubeClient, manifest: Mapping[str, Any], data: Mapping[str, SecretValue | str]
+) -> None:
+    """Create the Secret ``manifest`` with ``data`` (merge-patch it when it exists), copying no secret.
+
+    The JSON body, base64 included, is assembled in a locked buffer and written to the API server's socket
+    with the kubeconfig's credentials; the answer (a real API server echoes the data) is read into a locked
+    buffer and zeroed. ``str`` values are not secret (e.g. a username). Raises KubeError like KubeClient.
+    """
+    metadata = manifest["metadata"]
+    name, namespace = str(metadata["name"]), str(metadata["namespace"])
+    body = dict(manifest)
+    body["data"] = {
+        key: _Base64Of(value) if isinstance(value, SecretValue) else base64.b64encode(value.encode()).decode()
+        for key, value in data.items()
+    }
+    configuration = kube._api().configuration  # the kubeconfig as the official client loaded it
+    if getattr(configuration, "proxy", None):
+        _log.warning(
+            "the kubeconfig uses a proxy: Secret %s/%s is sent by the Kubernetes client", namespace, name
+        )
+        _store_with_client(kube, manifest, data)
+        return
+    pool = _kube_pool(configuration)
+    try:
+        what = f"create {SECRETS.describe(name, namespace)}"
+        status, detail = _send_json(pool, "POST", SECRETS.path(namespace), body, kube, configuration)
+        if status == 409:  # it exists: make its data ours
+            what = f"patch {SECRETS.describe(name, namespace)}"
+            status, detail = _send_json(
+                pool, "PATCH", SECRETS.path(namespace, name), body, kube, configuration, merge_patch=True
+            )
+        if not 200 <= status < 300:
+            raise _refusal(status, detail, what)
+    finally:
+        pool.close()
+
+
+def _refusal(status: int, detail: bytes, what: str) -> KubeError:
+    """The API server's Status message (it never quotes a Secret's data) as a KubeError."""
+    try:
+        payload = json.loads(detail) if detail else {}
+    except ValueError:
+        payload = {}
+    message = payload.get("message") if isinstance(payload, dict) else None
+    reason = payload.get("reason") if isinstance(payload, dict) else None
+    text = f"{what}: {message or reason or f'HTTP {status}'}"
+    if status in (401, 403):
+        return KubeForbidden(f"{text} (check the kubeconfig's credentials and RBAC)", status=status)
+    return KubeError(text, status=status, reason=reason)
+
+
+def _kube_pool(configuration: Any) -> memory.HttpPool:
+    host = str(configuration.host)
+    context = None
+    if host.startswith("https://"):
+        context = memory.tls_context(
+            verify=bool(configuration.verify_ssl),
+            ca_file=configuration.ssl_ca_cert or None,
+            cert_file=configuration.cert_file or None,
+            key_file=configuration.key_file or None,
+        )
+        if configuration.assert_hostname is False:
+            context.check_hostname = False
+    return memory.HttpPool(
+        host, ssl_context=context, server_hostname=configuration.tls_server_name or None, max_idle=0
+    )
+
+
+def _send_json(
+    pool: memory.HttpPool,
+    method: str,
+    path: str,
+    body: Mapping[str, Any],
+    kube: KubeClient,
+    configuration: Any,
+    *,
+    merge_patch: bool = False,
+) -> tuple[int, bytes]:
+    """(status, error body): the body is returned only for a failure (a Status, which holds no data)."""
+    content_type = "application/merge-patch+json" if merge_patch else "application/json"
+    headers = {
+        "Host": pool.host_header,
+        "User-Agent": kube.user_agent,
+        "Accept": "application/json",
+        "Content-Type": content_type,
+        "Connection": "close",
+    }
+    bearer = (configuration.auth_settings().get("BearerToken") or {}).get("value")
+    if bearer:
+        headers["Authorization"] = str(bearer)
+    with memory.LockedWriter() as payload, memory.LockedWriter() as request:
+        memory.write_json(payload, body, default=_write_secret_value)
+        request.write_ascii(f"{method} {pool.base_path}{path} HTTP/1.1\r\n")
+        for header, value in headers.items():
+            if "\r" in value or "\n" in value:
+                raise KubeError(f"invalid {header} header from the kubeconfig")
+            request.write(f"{header}: {value}\r\n".encode("latin-1"))
+        request.write_ascii(f"Content-Length: {payload.length}\r\n\r\n")
+        with payload.view() as view:
+            request.write(view)
+        payload.close()
+        try:
+            with request.view() as wire:
+                answer = pool.exchange(wire, method=method, timeout=kube.timeout)
+        except OSError as error:
+            reason = "timed out" if isinstance(error, TimeoutError) else (error.strerror or str(error))
+            raise KubeUnreachable(f"Kubernetes API {configuration.host} unreachable: {reason}") from None
+    try:
+        return answer.status, (b"" if 200 <= answer.status < 300 else answer.body_bytes())
+    finally:
+        answer.close()
+
+
+def _store_with_client(
+    kube: KubeClient, manifest: Mapping[str, Any], data: Mapping[str, SecretValue | str]
+) -> None:
+    """Through the official client: its JSON and HTTP layers copy the values (the sweep looks for them)."""
+    encoded: dict[str, str] = {}
+    for key, value in data.items():
+        if isinstance(value, SecretValue):
+            with value.exposed() as view:
+                encoded[key] = base64.b64encode(view).decode()
+        else:
+            encoded[key] = base64.b64encode(value.encode()).decode()
+    try:
+        kube.ensure(SECRETS, {**manifest, "data": encoded})
+    finally:
+        encoded.clear()

@@ -1,16 +1,20 @@
 """Phase 2: bootstrap secrets into Vault KV v2, Kubernetes auth for ESO, the ClusterSecretStore.
 
-Values travel only in ``SecretValue`` buffers: to Vault through the API, or to
-Terraform through the child's environment (``TF_VAR_<name>``), never argv. The
-engine wipes every buffer when this phase ends (``wipe_secrets_after``).
+Values travel only in ``SecretValue`` buffers: to Vault through the API (the request
+is assembled in a locked buffer), or to Terraform through a var-file that is a pipe
+(``/dev/fd/3``, filled from a locked buffer), never argv and never an environment
+variable. The engine wipes every buffer when this phase ends (``wipe_secrets_after``).
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from phases import manifests
+from phases import manifests, memory, shell
 from phases.config import Config, DeclaredSecret
 from phases.engine import Phase, Step, StepContext, StepError
 from phases.health import store_ready
@@ -151,7 +155,7 @@ def build_secret_population_phase(config: Config, platform: Platform) -> Phase:
         if config.secrets.writer == "vault"
         else (
             f"terraform init -input=false (in {config.secrets.terraform_dir})",
-            "terraform apply -auto-approve -input=false (values as TF_VAR_<name> in its environment only)",
+            "terraform apply -auto-approve -input=false -var-file=<a pipe: values never in argv or env>",
         )
     )
     return Phase(
@@ -198,17 +202,20 @@ async def _write_with_terraform(
         raise StepError(f"secrets.terraform_dir {directory} is not a directory")
     client = await ctx.to_thread(platform.authenticated_vault)
     secret_env: dict[str, SecretValue] = {"VAULT_TOKEN": platform.root_token()}
-    for secrets in grouped.values():
-        for secret in secrets:
-            secret_env[f"TF_VAR_{secret.name}"] = ctx.secret(secret.name)
+    values = {secret.name: ctx.secret(secret.name) for secrets in grouped.values() for secret in secrets}
     env = {"VAULT_ADDR": client.address, "TF_IN_AUTOMATION": "1", "TF_INPUT": "0"}
     await ctx.run(["terraform", "init", "-input=false", "-no-color"], cwd=directory, env=env)
-    await ctx.run(
-        ["terraform", "apply", "-auto-approve", "-input=false", "-no-color"],
-        cwd=directory,
-        env=env,
-        secret_env=secret_env,
-    )
+    with _tfvars_json(values) as tfvars, shell.secret_pipe(tfvars) as pipe_path:
+        var_file = await ctx.to_thread(_var_file_link, pipe_path)
+        try:
+            await ctx.run(
+                ["terraform", "apply", "-auto-approve", "-input=false", "-no-color", f"-var-file={var_file}"],
+                cwd=directory,
+                env=env,
+                secret_env=secret_env,
+            )
+        finally:
+            await ctx.to_thread(_remove_link, var_file)
     # Terraform wrote the values; record which keys exist (names only) so later runs can skip.
     for path, secrets in grouped.items():
         wanted = {s.vault_key for s in secrets}
@@ -222,3 +229,38 @@ async def _write_with_terraform(
             )
         await ctx.to_thread(client.kv2_record_keys, config.vault.kv_mount, path, sorted(wanted))
     ctx.log("terraform wrote every declared secret")
+
+
+@contextmanager
+def _tfvars_json(values: dict[str, SecretValue]) -> Iterator[memoryview]:
+    """``{"name": "value", ...}`` assembled in a locked buffer (zeroed afterwards)."""
+    with memory.LockedWriter() as document:
+        document.write(b"{")
+        for index, (name, value) in enumerate(values.items()):
+            if index:
+                document.write(b", ")
+            memory.write_json(document, name)
+            document.write(b": ")
+            with value.exposed() as view:
+                try:
+                    memory.write_json_string(document, view)
+                except ValueError:
+                    raise StepError(
+                        f"the secret {name} is not UTF-8 text; Terraform variables are text"
+                    ) from None
+        document.write(b"}\n")
+        with document.view() as view:
+            yield view
+
+
+def _var_file_link(pipe_path: str) -> Path:
+    """A ``*.tfvars.json`` name for the pipe (Terraform reads JSON only from files named so)."""
+    directory = Path(tempfile.mkdtemp(prefix="gitops-tui-tfvars-"))
+    link = directory / "secrets.tfvars.json"
+    link.symlink_to(pipe_path)
+    return link
+
+
+def _remove_link(link: Path) -> None:
+    link.unlink(missing_ok=True)
+    link.parent.rmdir()

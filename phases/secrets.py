@@ -1,20 +1,29 @@
-"""Secret values held in mutable buffers that can be wiped.
+"""Secret values held in locked buffers that can be wiped.
 
-Our code never turns a secret into a ``str``: it lives in a ``bytearray`` that is
-zeroed in place by ``wipe()``. Code that must hand the value to a library gets a
-short-lived view through ``exposed()``. The memory-hygiene work (locked pages,
-no core dumps, scanning our own memory) builds on this type.
+Our code never turns a secret into a ``str`` or ``bytes``: it lives in a :class:`phases.memory.LockedBuffer`
+(mlocked, excluded from core dumps and from forked children) that ``wipe()`` zeroes and unmaps. Code that
+must hand the value on gets a short-lived read-only view through ``exposed()`` and writes it straight into
+another locked buffer, a socket or a pipe. When the store is wiped after phase 2 (with the sweep switched
+on by ``phases.memory.harden_process``), the process's own memory is scanned for any copy left elsewhere.
 """
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
 import re
+import threading
+import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
+
+from phases import memory
 
 REDACTED: Final = "••••••"
+
+_log = logging.getLogger(__name__)
 
 
 class DeclaredSecretLike(Protocol):
@@ -28,36 +37,58 @@ class SecretWiped(RuntimeError):
     """A secret was used after it was wiped."""
 
 
+# Every SecretValue alive and not wiped: what the log redaction replaces.
+_held: weakref.WeakSet[SecretValue] = weakref.WeakSet()
+_held_lock = threading.Lock()
+
+
 class SecretValue:
-    """A secret in a zeroable buffer. ``repr``/``str`` never show it."""
+    """A secret in locked, zeroable memory. ``repr``/``str`` never show it.
 
-    __slots__ = ("_buffer", "_wiped", "name")
+    ``SecretValue(name, data)`` copies ``data`` into locked memory; a ``bytearray`` passed in is zeroed (its
+    ownership moves here, as before when the bytearray itself was kept).
+    """
 
-    def __init__(self, name: str, buffer: bytearray) -> None:
+    __slots__ = ("__weakref__", "_buffer", "_forms", "_length", "_wiped", "name")
+
+    def __init__(self, name: str, buffer: bytes | bytearray | memoryview = b"") -> None:
         self.name = name
-        self._buffer = buffer
+        self._forms: memory.NeedleSet | None = None
         self._wiped = False
+        with memoryview(buffer) as source, source.cast("B") as octets:
+            self._length = len(octets)
+            self._buffer = memory.LockedBuffer(self._length)
+            self._buffer.view[: self._length] = octets
+        if isinstance(buffer, bytearray):
+            buffer[:] = bytes(len(buffer))
+        with _held_lock:
+            _held.add(self)
 
     @classmethod
     def from_bytes(cls, name: str, data: bytes | bytearray | memoryview) -> SecretValue:
-        return cls(name, bytearray(data))
+        """A copy of ``data`` in locked memory (``data`` itself is left as it is)."""
+        with memoryview(data) as view:
+            return cls(name, view)
 
     def __repr__(self) -> str:
-        state = "wiped" if self._wiped else f"{len(self._buffer)} bytes"
+        state = "wiped" if self._wiped else f"{self._length} bytes"
         return f"SecretValue({self.name!r}, {state})"
 
     __str__ = __repr__
 
     def __len__(self) -> int:
-        return len(self._buffer)
+        return self._length
 
     def __bool__(self) -> bool:
-        return not self._wiped and len(self._buffer) > 0
+        return not self._wiped and self._length > 0
 
     def __eq__(self, other: object) -> bool:  # identity only: comparing values would copy them
         return self is other
 
     __hash__ = object.__hash__
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a SecretValue cannot be pickled or copied")
 
     @property
     def wiped(self) -> bool:
@@ -65,10 +96,11 @@ class SecretValue:
 
     @contextmanager
     def exposed(self) -> Iterator[memoryview]:
-        """A read-only view of the bytes, valid only inside the ``with`` block."""
+        """A read-only view of the bytes (in locked memory), valid only inside the ``with`` block."""
         if self._wiped:
             raise SecretWiped(f"secret {self.name!r} was already wiped")
-        view = memoryview(self._buffer).toreadonly()
+        with self._buffer.view[: self._length] as part:
+            view = part.toreadonly()
         try:
             yield view
         finally:
@@ -77,28 +109,172 @@ class SecretValue:
     def append(self, data: bytes | bytearray | memoryview) -> None:
         if self._wiped:
             raise SecretWiped(f"secret {self.name!r} was already wiped")
-        self._buffer.extend(data)
+        with memoryview(data) as source, source.cast("B") as octets:
+            size = len(octets)
+            needed = self._length + size
+            if needed > self._buffer.capacity:
+                larger = memory.LockedBuffer(max(needed, self._buffer.capacity * 2))
+                larger.view[: self._length] = self._buffer.view[: self._length]
+                self._buffer.close()
+                self._buffer = larger
+            self._buffer.view[self._length : needed] = octets
+            self._length = needed
+        self._drop_forms()
+
+    def forms(self) -> memory.NeedleSet:
+        """The value's text forms (raw, JSON, URL-encoded, base64), kept in locked memory, for redaction."""
+        if self._wiped:
+            raise SecretWiped(f"secret {self.name!r} was already wiped")
+        if self._forms is None:
+            forms = memory.NeedleSet()
+            forms.add(self, memory.TEXT_FORMS, halves=False)
+            self._forms = forms
+        return self._forms
+
+    def _drop_forms(self) -> None:
+        if self._forms is not None:
+            self._forms.wipe()
+            self._forms = None
 
     def wipe(self) -> None:
-        """Zero the buffer in place, then drop it."""
-        for index in range(len(self._buffer)):
-            self._buffer[index] = 0
-        self._buffer.clear()
+        """Zero the buffer in place and unmap it."""
+        self._drop_forms()
+        self._buffer.close()
+        self._length = 0
         self._wiped = True
+        with _held_lock:
+            _held.discard(self)
+
+
+# Values taken by take_env_early(), by variable, until a SecretStore takes them.
+_early: dict[str, SecretValue] = {}
+_early_lock = threading.Lock()
+
+
+def take_env_early(declared: Iterable[DeclaredSecretLike]) -> list[str]:
+    """Take the declared variables out of the environment now, at start-up; returns the variables found.
+
+    Call it before anything reads the environment: code that copies ``os.environ`` (a child's environment
+    built from ``os.environ.items()``, a sandbox or a UI started first) leaves ``str`` copies of every value,
+    and a child started before the intake inherits them. The values wait in locked buffers until
+    :meth:`SecretStore.take_env` (or :func:`take_from_env`) asks for them; what is never asked for is wiped
+    at exit.
+    """
+    found: list[str] = []
+    for secret in declared:
+        with _early_lock:
+            if secret.env in _early:
+                continue
+        value = _take_from_environment(secret.env)
+        if value is not None:
+            with _early_lock:
+                _early[secret.env] = value
+            found.append(secret.env)
+    return found
+
+
+@atexit.register
+def _wipe_early() -> None:
+    with _early_lock:
+        values = list(_early.values())
+        _early.clear()
+    for value in values:
+        value.wipe()
 
 
 def take_from_env(variable: str) -> SecretValue | None:
-    """Copy an environment variable into a SecretValue and remove it from the environment.
+    """Copy an environment variable into a SecretValue and remove it from every copy of the environment.
 
-    Returns None when the variable is unset or empty.
+    The value is zeroed in Python's ``os.environ`` object, in the C library's environment and in the
+    process's initial environment block (what ``/proc/PID/environ`` shows), then unset. A value taken
+    earlier by :func:`take_env_early` is handed over instead. Returns None when the variable is unset or
+    empty.
     """
-    raw = os.environb.get(variable.encode())
-    if raw is None:
-        return None
-    os.environ.pop(variable, None)
-    if not raw:
-        return None
-    return SecretValue.from_bytes(variable, raw)
+    with _early_lock:
+        early = _early.pop(variable, None)
+    if early is not None and early:
+        return early
+    return _take_from_environment(variable)
+
+
+def _take_from_environment(variable: str) -> SecretValue | None:
+    key = os.fsencode(variable)
+    raw = os.environb.get(key)
+    value = SecretValue.from_bytes(variable, raw) if raw else None
+    del raw
+    memory.scrub_environment_variable(variable)
+    return value
+
+
+def _redact(text: str, values: Iterable[SecretValue]) -> str:
+    if not text:
+        return text
+    encoded = bytearray(text, "utf-8", "surrogateescape")
+    try:
+        changed = False
+        for value in values:
+            if value:
+                changed = value.forms().redact(encoded, REDACTED.encode()) or changed
+        return encoded.decode("utf-8", "surrogateescape") if changed else text
+    finally:
+        encoded[:] = bytes(len(encoded))
+
+
+def redact_held(text: str) -> str:
+    """``text`` with every SecretValue alive in this process (any form: raw, JSON, URL, base64) replaced."""
+    with _held_lock:
+        values = list(_held)
+    return _redact(text, values) if values else text
+
+
+class SecretRedactionFilter(logging.Filter):
+    """Replaces held secret values in a record's message and exception text with a marker."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        _redact_record(record)
+        return True
+
+
+def _redact_record(record: logging.LogRecord) -> None:
+    with _held_lock:
+        if not _held:
+            return
+    if not getattr(record, "_gitops_tui_redacted", False):
+        record._gitops_tui_redacted = True
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format: leave it to logging's own error handling
+            message = None
+        if message is not None:
+            redacted = redact_held(message)
+            if redacted != message:
+                record.msg, record.args = redacted, None
+        if record.stack_info:
+            record.stack_info = redact_held(record.stack_info)
+    # Another handler may have formatted the exception already (the record is shared): redact that text.
+    if record.exc_info and not record.exc_text:
+        record.exc_text = logging.Formatter().formatException(record.exc_info)
+    if record.exc_text:
+        record.exc_text = redact_held(record.exc_text)
+
+
+_factory_installed = False
+
+
+def install_log_redaction() -> None:
+    """Redact every log record at creation (a record factory), whatever handler writes it. Idempotent."""
+    global _factory_installed
+    if _factory_installed:
+        return
+    previous = logging.getLogRecordFactory()
+
+    def redacting_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        _redact_record(record)
+        return record
+
+    logging.setLogRecordFactory(redacting_factory)
+    _factory_installed = True
 
 
 class SecretStore:
@@ -108,6 +284,7 @@ class SecretStore:
         self._values: dict[str, SecretValue] = {}
         self.sources: dict[str, str] = {}  # name -> "env" | "prompt", for the prompt's listing
         self.wiped_count = 0
+        self.last_sweep: memory.SweepReport | None = None  # the self-scan after the last wipe, if any ran
 
     def take_env(self, declared: Iterable[DeclaredSecretLike]) -> list[str]:
         """Move every declared env var into a buffer; returns the names found."""
@@ -137,33 +314,46 @@ class SecretStore:
         return [name for name, value in self._values.items() if value]
 
     def wipe_all(self) -> int:
-        """Zero every buffer; returns how many secrets were wiped."""
+        """Zero every buffer; returns how many secrets were wiped.
+
+        With the sweep on (``phases.memory.harden_process``), the values' forms are first copied into locked
+        memory, then after the wipe the process's writable memory is scanned and every copy found is zeroed;
+        the result is ``last_sweep`` (and a log line). Test-only pause points surround it.
+        """
+        held = [value for value in self._values.values() if not value.wiped]
+        needles: memory.NeedleSet | None = None
+        if memory.sweep_enabled():
+            pending = memory.take_pending_needles()
+            if held or pending is not None:
+                memory.pause_point("before-wipe")
+                needles = memory.NeedleSet()
+                for value in held:
+                    needles.add(value)
+                if pending is not None:
+                    needles.merge(pending)
         count = 0
-        for value in self._values.values():
-            if not value.wiped:
-                value.wipe()
-                count += 1
+        for value in held:
+            value.wipe()
+            count += 1
         self._values.clear()
         self.wiped_count += count
+        if needles is not None:
+            report = memory.sweep(needles, secrets_wiped=count, primary=[value.name for value in held])
+            self.last_sweep = report
+            _log.info(
+                "memory sweep: %s (%.0f MB in %.2f s)",
+                report.summary(),
+                report.bytes_scanned / 1e6,
+                report.seconds,
+            )
+            memory.pause_point("after-sweep")
         return count
 
     def redact(self, text: str) -> str:
-        """Replace any held secret value inside ``text`` with a marker."""
+        """Replace any held secret value inside ``text`` (raw, JSON, URL or base64 form) with a marker."""
         if not self._values or not text:
             return text
-        encoded = text.encode("utf-8", "surrogateescape")
-        changed = False
-        for value in self._values.values():
-            if not value:
-                continue
-            with value.exposed() as view:
-                # bytes.find takes the buffer directly: no copy of the secret is made.
-                start = encoded.find(view)
-                while start != -1:
-                    encoded = encoded[:start] + REDACTED.encode() + encoded[start + len(view) :]
-                    changed = True
-                    start = encoded.find(view, start + len(REDACTED.encode()))
-        return encoded.decode("utf-8", "surrogateescape") if changed else text
+        return _redact(text, self._values.values())
 
 
 def pattern_mismatch(value: SecretValue, pattern: str) -> bool:

@@ -8,6 +8,12 @@ cancellation the whole group gets SIGTERM, then SIGKILL after ``KILL_GRACE_SECON
 Live groups are tracked so ``kill_all_children()`` can end them from a signal
 handler or at interpreter exit.
 
+Children are started with ``posix_spawn`` (through ctypes) so that secrets reach them without
+a copy in our memory: ``secret_env`` entries are ``K=V`` strings assembled in locked buffers
+and the child's ``envp`` points straight into them (``subprocess`` would build its own
+``bytes`` copy), and :func:`secret_pipe` hands a child a pre-filled pipe as ``/dev/fd/N``
+(e.g. a Terraform var-file) instead of any environment variable.
+
 Output lines are decoded as UTF-8 (invalid bytes replaced), split on ``\\n`` with a
 trailing ``\\r`` removed. A line longer than ``MAX_LINE_CHARS`` characters is
 delivered as consecutive pieces of exactly ``MAX_LINE_CHARS`` characters plus a
@@ -20,6 +26,10 @@ import asyncio
 import atexit
 import codecs
 import contextlib
+import contextvars
+import ctypes
+import errno
+import fcntl
 import logging
 import os
 import shutil
@@ -29,8 +39,9 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
+from phases import memory
 from phases.errors import GitOpsError
 from phases.secrets import SecretValue
 
@@ -50,6 +61,7 @@ __all__ = [
     "kill_all_children",
     "live_process_groups",
     "run_command",
+    "secret_pipe",
     "tracked_process_group",
     "which",
 ]
@@ -260,6 +272,7 @@ async def run_command(
         _live_groups.discard(pgid)
         for task in tasks:
             task.cancel()
+        process.close()
 
     result = CommandResult(
         argv=command, returncode=returncode, duration=time.monotonic() - started, output_tail=tuple(tail)
@@ -291,60 +304,365 @@ async def _spawn(
     secret_env: Mapping[str, SecretValue] | None,
     cwd: Path | None,
     with_stdin: bool,
-) -> asyncio.subprocess.Process:
+) -> _Child:
+    """posix_spawn the command in a new session, with its environment pointing into our buffers."""
+    program = _resolve(command, env=env, cwd=cwd)
     child_env = _child_environment(env, secret_env)
-    failure: CommandError | None = None
+    loop = asyncio.get_running_loop()
+    ends: list[int] = []  # every pipe end we still own
     try:
-        return await asyncio.create_subprocess_exec(
-            *command,
-            stdin=asyncio.subprocess.PIPE if with_stdin else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+        stdin_read, stdin_write = os.pipe2(os.O_CLOEXEC) if with_stdin else (-1, -1)
+        ends += [fd for fd in (stdin_read, stdin_write) if fd >= 0]
+        stdout_read, stdout_write = os.pipe2(os.O_CLOEXEC)
+        ends += [stdout_read, stdout_write]
+        stderr_read, stderr_write = os.pipe2(os.O_CLOEXEC)
+        ends += [stderr_read, stderr_write]
+        pid, error = _posix_spawn(
+            program,
+            command,
+            child_env,
+            stdin=stdin_read,
+            stdout=stdout_write,
+            stderr=stderr_write,
+            extra=_inherited_fds.get(),
             cwd=cwd,
-            env=child_env,
-            start_new_session=True,
-            limit=_READ_CHUNK,
         )
-    except FileNotFoundError:  # removed between which() and exec
-        failure = CommandNotFound(command)
-    except OSError as error:
-        failure = CommandError(command, f"cannot start {_label(command)}: {error.strerror}")
+    except OSError as failure:  # no pipes left, or no usable posix_spawn in this C library
+        for fd in ends:
+            os.close(fd)
+        raise CommandError(
+            command, f"cannot start {_label(command)}: {failure.strerror or failure}"
+        ) from None
+    except BaseException:
+        for fd in ends:
+            os.close(fd)
+        raise
     finally:
-        # Drop our references to the secret bytes now, not when this frame dies.
-        child_env.clear()
-        del child_env
-    # Raised outside the except block so no traceback (with Popen's env frames) is chained.
-    assert failure is not None
-    raise failure
+        # The child has its own copy of the environment now (or never started): zero ours at once.
+        child_env.wipe()
+    for fd in (stdin_read, stdout_write, stderr_write):
+        if fd >= 0:
+            os.close(fd)
+            ends.remove(fd)
+    if error:
+        for fd in ends:
+            os.close(fd)
+        if error == errno.ENOENT:
+            raise CommandNotFound(command)
+        raise CommandError(command, f"cannot start {_label(command)}: {os.strerror(error)}")
+    return await _Child.attach(loop, pid, stdin_write, stdout_read, stderr_read)
+
+
+class _ChildEnvironment:
+    """``envp`` for posix_spawn: plain ``K=V`` strings, and secret ones assembled in locked buffers."""
+
+    def __init__(self) -> None:
+        self._plain: list[Any] = []  # ctypes string buffers, kept alive while the pointers are used
+        self._secret: list[memory.LockedBuffer] = []
+        self._pointers: list[int] = []
+
+    def add_plain(self, key: bytes, value: bytes) -> None:
+        entry = ctypes.create_string_buffer(key + b"=" + value)
+        self._plain.append(entry)
+        self._pointers.append(ctypes.addressof(entry))
+
+    def add_secret(self, key: bytes, secret: SecretValue) -> None:
+        with secret.exposed() as view:
+            if memory.find_byte(view, 0) != -1:
+                raise ValueError(
+                    f"the secret for {os.fsdecode(key)} contains a NUL byte, so it cannot be an env value"
+                )
+            entry = memory.LockedBuffer(len(key) + len(view) + 2)  # zero-filled: the NUL is already there
+            self._secret.append(entry)
+            entry.view[: len(key)] = key
+            entry.view[len(key)] = 0x3D
+            entry.view[len(key) + 1 : len(key) + 1 + len(view)] = view
+        self._pointers.append(entry.address)
+
+    def envp(self) -> Any:
+        return (ctypes.c_void_p * (len(self._pointers) + 1))(*self._pointers, None)
+
+    def __len__(self) -> int:
+        return len(self._pointers)
+
+    def wipe(self) -> None:
+        for entry in self._secret:
+            entry.close()
+        self._secret.clear()
+        self._plain.clear()
+        self._pointers.clear()
+
+
+def _resolve(command: tuple[str, ...], *, env: Mapping[str, str] | None, cwd: Path | None) -> str:
+    """The program's absolute path, found as the child would find it (its PATH, relative to ``cwd``)."""
+    program = which(command[0], env=env, cwd=cwd)
+    if program is None:  # removed since _check_runnable looked
+        raise CommandNotFound(command)
+    return str(program.absolute())
 
 
 def _child_environment(
     env: Mapping[str, str] | None, secret_env: Mapping[str, SecretValue] | None
-) -> dict[bytes, bytes]:
-    """Our environment, ``env`` over it, then the secrets: one bytes copy per secret.
+) -> _ChildEnvironment:
+    """Our environment, ``env`` over it, then the secrets, as ``envp`` entries.
 
-    Kept small and separate so a zero-copy spawn (posix_spawn with envp pointing
-    into the secret buffers) can replace it.
+    A secret's ``K=V`` is assembled in a locked buffer the child's ``envp`` points into: no ``bytes`` or
+    ``str`` copy of the value is made (``subprocess`` would build one). ``wipe()`` zeroes them after the
+    spawn.
     """
-    child_env = dict(os.environb)
+    merged: dict[bytes, bytes] = dict(os.environb)  # the same objects Python already holds: no new copy
     for name, value in (env or {}).items():
-        child_env[os.fsencode(name)] = os.fsencode(value)
+        merged[os.fsencode(name)] = os.fsencode(value)
+    child_env = _ChildEnvironment()
     try:
+        secret_keys: dict[bytes, SecretValue] = {}
         for name, secret in (secret_env or {}).items():
             key = os.fsencode(name)
             if not key or b"=" in key or b"\0" in key:
                 raise ValueError(f"invalid environment variable name {name!r}")
-            with secret.exposed() as view:
-                child_env[key] = bytes(view)
-            if b"\0" in child_env[key]:
-                raise ValueError(f"the secret for {name} contains a NUL byte, so it cannot be an env value")
+            secret_keys[key] = secret
+        for key, plain in merged.items():
+            if key not in secret_keys:
+                child_env.add_plain(key, plain)
+        for key, secret in secret_keys.items():
+            child_env.add_secret(key, secret)
     except BaseException:
-        child_env.clear()
+        child_env.wipe()
         raise
     return child_env
 
 
-async def _stop(process: asyncio.subprocess.Process, pgid: int, tasks: Sequence[asyncio.Task[None]]) -> int:
+# -- posix_spawn through ctypes ------------------------------------------------------------------------------
+
+_POSIX_SPAWN_SETSIGDEF: Final = 0x04
+_POSIX_SPAWN_SETSIGMASK: Final = 0x08
+_POSIX_SPAWN_SETSID: Final = 0x80  # glibc >= 2.26
+_CHILD_FD_BASE: Final = 3  # fds handed over by secret_pipe are 3, 4, ... in the child
+_HIGH_FD: Final = 64  # our ends of those pipes live above this, so the dup2s never collide
+_F_SETPIPE_SZ: Final = 1031
+_STRUCT_ROOM: Final = 1024  # bytes for posix_spawn_file_actions_t / posix_spawnattr_t / sigset_t
+
+
+class _Spawn:
+    """glibc's posix_spawn family, resolved once."""
+
+    def __init__(self) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pointer, integer = ctypes.c_void_p, ctypes.c_int
+
+        def function(name: str, *argtypes: Any) -> Any:
+            found = getattr(libc, name, None)
+            if found is not None:
+                found.restype = integer
+                found.argtypes = list(argtypes)
+            return found
+
+        self.spawn = function("posix_spawn", pointer, ctypes.c_char_p, pointer, pointer, pointer, pointer)
+        self.actions_init = function("posix_spawn_file_actions_init", pointer)
+        self.actions_destroy = function("posix_spawn_file_actions_destroy", pointer)
+        self.add_dup2 = function("posix_spawn_file_actions_adddup2", pointer, integer, integer)
+        self.add_open = function(
+            "posix_spawn_file_actions_addopen", pointer, integer, ctypes.c_char_p, integer, ctypes.c_uint
+        )
+        self.add_chdir = function("posix_spawn_file_actions_addchdir_np", pointer, ctypes.c_char_p)
+        self.add_closefrom = function("posix_spawn_file_actions_addclosefrom_np", pointer, integer)
+        self.attr_init = function("posix_spawnattr_init", pointer)
+        self.attr_destroy = function("posix_spawnattr_destroy", pointer)
+        self.set_flags = function("posix_spawnattr_setflags", pointer, ctypes.c_short)
+        self.set_sigmask = function("posix_spawnattr_setsigmask", pointer, pointer)
+        self.set_sigdefault = function("posix_spawnattr_setsigdefault", pointer, pointer)
+        self.sigemptyset = function("sigemptyset", pointer)
+        self.sigaddset = function("sigaddset", pointer, integer)
+        if self.spawn is None or self.add_chdir is None:
+            raise OSError("this C library has no posix_spawn with chdir (glibc >= 2.29 needed)")
+
+
+_spawn_library: _Spawn | None = None
+
+
+def _posix_spawn(
+    path: str,
+    argv: Sequence[str],
+    child_env: _ChildEnvironment,
+    *,
+    stdin: int,
+    stdout: int,
+    stderr: int,
+    extra: Sequence[int],
+    cwd: Path | None,
+) -> tuple[int, int]:
+    """(pid, 0), or (0, errno) when the program could not be started."""
+    global _spawn_library
+    if _spawn_library is None:
+        _spawn_library = _Spawn()
+    lib = _spawn_library
+    actions = ctypes.create_string_buffer(_STRUCT_ROOM)
+    attributes = ctypes.create_string_buffer(_STRUCT_ROOM)
+    signals = ctypes.create_string_buffer(_STRUCT_ROOM)
+    lib.actions_init(actions)
+    lib.attr_init(attributes)
+    try:
+        if stdin >= 0:
+            lib.add_dup2(actions, stdin, 0)
+        else:
+            lib.add_open(actions, 0, b"/dev/null", os.O_RDONLY, 0)
+        lib.add_dup2(actions, stdout, 1)
+        lib.add_dup2(actions, stderr, 2)
+        for index, fd in enumerate(extra):
+            lib.add_dup2(actions, fd, _CHILD_FD_BASE + index)  # dup2 clears close-on-exec on the copy
+        if cwd is not None:
+            lib.add_chdir(actions, os.fsencode(cwd))
+        if lib.add_closefrom is not None:  # like subprocess's close_fds (glibc >= 2.34)
+            lib.add_closefrom(actions, _CHILD_FD_BASE + len(extra))
+        lib.set_flags(attributes, _POSIX_SPAWN_SETSID | _POSIX_SPAWN_SETSIGMASK | _POSIX_SPAWN_SETSIGDEF)
+        lib.sigemptyset(signals)
+        lib.set_sigmask(attributes, signals)
+        for signum in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores them; children expect defaults
+            lib.sigaddset(signals, int(signum))
+        lib.set_sigdefault(attributes, signals)
+        arguments = [os.fsencode(argument) for argument in argv]
+        argv_array = (ctypes.c_char_p * (len(arguments) + 1))(*arguments, None)
+        envp = child_env.envp()
+        pid = ctypes.c_int(0)
+        error = lib.spawn(ctypes.byref(pid), os.fsencode(path), actions, attributes, argv_array, envp)
+        return (0, error) if error else (pid.value, 0)
+    finally:
+        lib.actions_destroy(actions)
+        lib.attr_destroy(attributes)
+
+
+_inherited_fds: contextvars.ContextVar[tuple[int, ...]] = contextvars.ContextVar(
+    "gitops_tui_inherited_fds", default=()
+)
+
+
+@contextlib.contextmanager
+def secret_pipe(content: memoryview) -> Iterator[str]:
+    """A pipe pre-filled with ``content``; yields ``/dev/fd/N``, the path the children see it at.
+
+    Only commands started by :func:`run_command` in this context (this task) get the pipe, as fd N; the
+    content goes from ``content`` (e.g. a locked buffer) to the kernel's pipe buffer without a copy in our
+    memory. A pipe is read once: use it for one command. At most 1 MiB.
+    """
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    try:
+        if len(content) > 65536:
+            fcntl.fcntl(write_end, _F_SETPIPE_SZ, len(content))
+        written = 0
+        while written < len(content):
+            with content[written:] as rest:
+                written += os.write(write_end, rest)
+        os.close(write_end)
+        write_end = -1
+        high = fcntl.fcntl(read_end, fcntl.F_DUPFD_CLOEXEC, _HIGH_FD)
+        os.close(read_end)
+        read_end = high
+        current = _inherited_fds.get()
+        token = _inherited_fds.set((*current, read_end))
+        try:
+            yield f"/dev/fd/{_CHILD_FD_BASE + len(current)}"
+        finally:
+            _inherited_fds.reset(token)
+    finally:
+        for fd in (read_end, write_end):
+            if fd >= 0:
+                os.close(fd)
+
+
+class _Child:
+    """What run_command needs of a started child: pid, pipes as asyncio streams, returncode, wait()."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self.stdin: asyncio.StreamWriter | None = None
+        self.stdout: asyncio.StreamReader | None = None
+        self.stderr: asyncio.StreamReader | None = None
+        self._loop = loop
+        self._exited: asyncio.Future[int] = loop.create_future()
+        self._transports: list[asyncio.BaseTransport] = []
+        self._pidfd = -1
+
+    @classmethod
+    async def attach(
+        cls, loop: asyncio.AbstractEventLoop, pid: int, stdin: int, stdout: int, stderr: int
+    ) -> _Child:
+        child = cls(loop, pid)
+        child._watch_exit()
+        try:
+            child.stdout = await child._reader(stdout)
+            stdout = -1
+            child.stderr = await child._reader(stderr)
+            stderr = -1
+            if stdin >= 0:
+                pipe = os.fdopen(stdin, "wb", buffering=0)
+                stdin = -1
+                transport, protocol = await loop.connect_write_pipe(
+                    lambda: asyncio.streams.FlowControlMixin(loop=loop), pipe
+                )
+                child._transports.append(transport)
+                child.stdin = asyncio.StreamWriter(transport, protocol, None, loop)
+        except BaseException:
+            for fd in (stdin, stdout, stderr):
+                if fd >= 0:
+                    os.close(fd)
+            child.close()
+            raise
+        return child
+
+    async def _reader(self, fd: int) -> asyncio.StreamReader:
+        reader = asyncio.StreamReader(limit=_READ_CHUNK, loop=self._loop)
+        pipe = os.fdopen(fd, "rb", buffering=0)
+        transport, _ = await self._loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader, loop=self._loop), pipe
+        )
+        self._transports.append(transport)
+        return reader
+
+    def _watch_exit(self) -> None:
+        try:
+            self._pidfd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):  # no pidfd (Linux < 5.3): a thread waits instead
+            waiter = self._loop.run_in_executor(None, os.waitpid, self.pid, 0)
+            waiter.add_done_callback(self._waited)
+            return
+        self._loop.add_reader(self._pidfd, self._reap)
+
+    def _reap(self) -> None:
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:  # someone else reaped it: the status is lost
+            pid, status = self.pid, 255 << 8
+        if pid == 0:
+            return
+        self._loop.remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        self._pidfd = -1
+        self._exit_with(status)
+
+    def _waited(self, waiter: asyncio.Future[tuple[int, int]]) -> None:
+        try:
+            _, status = waiter.result()
+        except ChildProcessError:
+            status = 255 << 8
+        self._exit_with(status)
+
+    def _exit_with(self, status: int) -> None:
+        self.returncode = os.waitstatus_to_exitcode(status)
+        if not self._exited.done():
+            self._exited.set_result(self.returncode)
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self._exited)
+
+    def close(self) -> None:
+        """Close our pipe ends (the exit watch goes on until the child is reaped)."""
+        for transport in self._transports:
+            transport.close()
+        self._transports.clear()
+
+
+async def _stop(process: _Child, pgid: int, tasks: Sequence[asyncio.Task[None]]) -> int:
     """SIGTERM the group, SIGKILL it after the grace period, wait for the leader and the pipes."""
     try:
         if process.returncode is None:
@@ -362,7 +680,7 @@ async def _stop(process: asyncio.subprocess.Process, pgid: int, tasks: Sequence[
     return returncode
 
 
-async def _leader_exit(process: asyncio.subprocess.Process) -> int:
+async def _leader_exit(process: _Child) -> int:
     """The leader's exit status, as soon as it exits.
 
     ``Process.wait()`` also waits for the pipes to close, which never happens while a

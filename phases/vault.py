@@ -3,10 +3,11 @@
 Blocking on purpose: the engine calls it through ``asyncio.to_thread``. hvac supplies the HTTP adapter, its
 exception types and the endpoint helpers; this module adds three things hvac does not do:
 
-* Secrets stay in :class:`SecretValue` buffers all the way down. The token and any secret in a request body
-  become bytes/str in exactly one place, :func:`_send_request`, just before they go to the socket; the
-  memory-hygiene work replaces that function with one that sends the request from a buffer. Secrets that
-  *arrive* (the init answer) become SecretValues in :func:`_secret_from_answer`.
+* Secrets stay in :class:`SecretValue` buffers all the way down, and never become ``bytes`` or ``str``: the
+  one place requests are sent, :func:`_send_request`, assembles the whole request (token header and JSON
+  body, whose SecretValues :func:`_reveal_for_json` writes in) in a locked buffer and writes that buffer to
+  the socket (plain or TLS). Answers that carry secrets (the init answer, a KV read) are read into a locked
+  buffer too, and the secrets in them become SecretValues in :func:`_secret_from_answer`.
 * Every failure reaches callers as a :class:`VaultError` with one human line naming the address, the
   operation and the path, translated in one place (:meth:`VaultClient._translated_errors`). Messages never
   contain a secret: server texts are scrubbed of the secrets the call carried, and hvac/requests exceptions
@@ -14,13 +15,13 @@ exception types and the endpoint helpers; this module adds three things hvac doe
 * KV v2 writes merge (JSON merge patch) and record the key *names* in the path's custom metadata, so later
   checks know which keys exist without reading any value.
 
-Requests ignore the environment (``trust_env`` off): no proxy variables, no ``REQUESTS_CA_BUNDLE``. The caller
-decides TLS settings (it reads ``VAULT_CACERT``, not this module).
+Requests ignore the environment (no proxy variables, no ``REQUESTS_CA_BUNDLE``) and follow no redirect.
+The caller decides TLS settings (it reads ``VAULT_CACERT``, not this module); without a CA file the certifi
+bundle requests would use is trusted.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import socket
@@ -32,14 +33,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlencode, urlsplit
 
 import hvac
 import hvac.adapters
 import hvac.exceptions
 import requests
-import requests.adapters
+import requests.structures
+import requests.utils
 
+from phases import memory
 from phases.errors import GitOpsError
 from phases.secrets import REDACTED, SecretValue
 
@@ -150,21 +153,46 @@ class VaultPermissionDenied(VaultError):
 
 # -- the wire: the only place where secrets leave their buffers -------------------------------------------
 
+_USER_AGENT: Final = "gitops-tui/0.1"
 
-def _reveal_for_json(value: object) -> str:
-    """``json.dumps`` hook: a SecretValue in a request body becomes text, for the length of one request."""
+
+def _reveal_for_json(value: object, out: memory.LockedWriter) -> None:
+    """``write_json`` hook: a SecretValue in a request body is written as a JSON string straight into the
+    (locked) request buffer. Anything else JSON cannot encode is refused."""
     if isinstance(value, SecretValue):
         with value.exposed() as view:
             try:
-                return str(view, "utf-8")
-            except UnicodeDecodeError:
-                # Not chained: the decode error holds a copy of the bytes.
+                memory.write_json_string(out, view)
+            except ValueError:
                 raise ValueError(f"secret {value.name!r} is not UTF-8 text; Vault stores text") from None
+        return
     raise TypeError(f"cannot send a {type(value).__name__} to Vault")
 
 
+def _vault_pool(address: str, *, ca_cert: str | None, verify: bool) -> memory.HttpPool:
+    """Keep-alive connections to Vault; TLS as requests would do it (certifi unless a CA file is given)."""
+    context = None
+    if address.startswith("https://"):
+        context = memory.tls_context(verify=verify, ca_file=ca_cert or requests.utils.DEFAULT_CA_BUNDLE_PATH)
+    return memory.HttpPool(address, ssl_context=context, max_idle=_POOL_SIZE)
+
+
+@dataclass
+class _SecretAnswer:
+    """An answer whose body may hold secrets: it stays in locked memory until ``wipe()``."""
+
+    status: int
+    answer: memory.HttpAnswer
+
+    def body(self) -> memoryview:
+        return self.answer.body()
+
+    def wipe(self) -> None:
+        self.answer.close()
+
+
 def _send_request(
-    session: requests.Session,
+    pool: memory.HttpPool,
     method: str,
     url: str,
     *,
@@ -173,36 +201,105 @@ def _send_request(
     params: Mapping[str, Any] | None,
     body: object | None,
     timeout: float,
-) -> requests.Response:
-    """Send one request. The ONLY function that turns outgoing secrets into bytes/str.
+    secret_answer: bool = False,
+) -> requests.Response | _SecretAnswer:
+    """Send one request. The ONLY function that puts outgoing secrets on the wire, and it copies none.
 
-    The token header and the JSON body (whose SecretValues :func:`_reveal_for_json` expands) exist as
-    immutable copies only while this call runs; we strip them from the response's ``.request``. The
-    memory-hygiene issue replaces this function with one that assembles the request in a buffer and
-    writes it to the socket, so no copy is ever made.
+    The request line, the headers (``X-Vault-Token`` written from the token's buffer) and the JSON body
+    (SecretValues written by :func:`_reveal_for_json`) are assembled in one locked buffer, which is written
+    to the socket and zeroed. The answer is read into a locked buffer: with ``secret_answer`` it is returned
+    as it is (the caller wipes it); otherwise it becomes a ``requests.Response`` (answers without secrets).
+    Failures are raised as ``requests`` exceptions, as hvac and :meth:`VaultClient._translated_errors` expect.
     """
-    wire_headers: dict[str, str | bytes] = dict(headers)
-    data: bytes | None = None
-    if body is not None:
-        data = json.dumps(body, default=_reveal_for_json).encode("utf-8")
-        wire_headers.setdefault("Content-Type", "application/json")
-    if token is not None:
-        with token.exposed() as view:
-            wire_headers["X-Vault-Token"] = bytes(view)
-    response = session.request(method, url, headers=wire_headers, params=params, data=data, timeout=timeout)
-    # The response keeps the prepared request: drop the token header and the body from it.
-    response.request.headers.pop("X-Vault-Token", None)
-    response.request.body = None
+    parts = urlsplit(url)
+    target = parts.path or "/"
+    query = urlencode(params, doseq=True) if params else parts.query
+    if query:
+        target += "?" + query
+    wire_headers = {"User-Agent": _USER_AGENT, "Accept": "*/*", **headers}
+    request = memory.LockedWriter()
+    payload: memory.LockedWriter | None = None
+    try:
+        if body is not None:
+            payload = memory.LockedWriter()
+            memory.write_json(payload, body, default=_reveal_for_json)
+            wire_headers.setdefault("Content-Type", "application/json")
+        request.write_ascii(f"{method} {target} HTTP/1.1\r\nHost: {pool.host_header}\r\n")
+        for name, value in wire_headers.items():
+            if "\r" in value or "\n" in value:
+                raise ValueError(f"invalid header value for {name}")
+            request.write(f"{name}: {value}\r\n".encode("latin-1"))
+        if token is not None:
+            with token.exposed() as view:
+                if memory.find_byte(view, 0x0D) != -1 or memory.find_byte(view, 0x0A) != -1:
+                    raise ValueError("the Vault token contains a line break")
+                request.write(b"X-Vault-Token: ")
+                request.write(view)
+            request.write(b"\r\n")
+        if payload is not None or method in ("POST", "PUT", "PATCH"):
+            request.write_ascii(f"Content-Length: {payload.length if payload is not None else 0}\r\n")
+        request.write(b"\r\n")
+        if payload is not None:
+            with payload.view() as view:
+                request.write(view)
+            payload.close()
+        with request.view() as wire:
+            answer = _exchange(pool, wire, method, timeout)
+    finally:
+        request.close()
+        if payload is not None:
+            payload.close()
+    if secret_answer:
+        return _SecretAnswer(answer.status, answer)
+    try:
+        return _as_response(answer, method, url)
+    finally:
+        answer.close()
+
+
+def _exchange(pool: memory.HttpPool, wire: memoryview, method: str, timeout: float) -> memory.HttpAnswer:
+    """The pool's exchange with its failures as the requests exceptions the error translation knows."""
+    try:
+        return pool.exchange(wire, method=method, timeout=timeout)
+    except TimeoutError as error:
+        raise requests.exceptions.Timeout(error) from None
+    except ssl.SSLError as error:
+        raise requests.exceptions.SSLError(error) from None
+    except memory.HttpProtocolError as error:
+        raise requests.exceptions.ConnectionError(error) from None
+    except OSError as error:
+        raise requests.exceptions.ConnectionError(error) from None
+
+
+def _as_response(answer: memory.HttpAnswer, method: str, url: str) -> requests.Response:
+    """A ``requests.Response`` for hvac, from an answer that holds no secret."""
+    response = requests.Response()
+    response.status_code = answer.status
+    response.reason = answer.reason
+    merged: dict[str, str] = {}
+    for name, value in answer.headers:
+        merged[name] = f"{merged[name]}, {value}" if name in merged else value
+    response.headers = requests.structures.CaseInsensitiveDict(merged)
+    response._content = answer.body_bytes()
+    response.encoding = requests.utils.get_encoding_from_headers(response.headers)
+    response.url = url
+    prepared = requests.PreparedRequest()
+    prepared.method, prepared.url, prepared.body = method, url, None
+    prepared.headers = requests.structures.CaseInsensitiveDict()
+    response.request = prepared
     return response
 
 
-def _secret_from_answer(name: str, text: str) -> SecretValue:
-    """The ONLY place where a secret received from Vault (parsed JSON text) becomes a SecretValue.
+def _secret_from_answer(name: str, encoded: memoryview) -> SecretValue:
+    """The ONLY place where a secret received from Vault becomes a SecretValue.
 
-    The answer's bytes and the parsed ``str`` stay in memory until collected; callers drop them at once. The
-    memory-hygiene issue reads such answers into a buffer instead.
+    ``encoded`` is a JSON string's content (between the quotes) inside an answer held in locked memory: it is
+    unescaped into a locked buffer, and from there into the SecretValue. No ``str`` or ``bytes`` is made.
     """
-    return SecretValue(name, bytearray(text, "utf-8"))
+    with memory.LockedWriter(len(encoded)) as plain:
+        memory.json_unescape_into(encoded, plain)
+        with plain.view() as view:
+            return SecretValue.from_bytes(name, view)
 
 
 class _SecretTokenAdapter(hvac.adapters.JSONAdapter):  # type: ignore[misc]  # hvac is untyped
@@ -212,6 +309,12 @@ class _SecretTokenAdapter(hvac.adapters.JSONAdapter):  # type: ignore[misc]  # h
     """
 
     secret_token: SecretValue | None = None
+    wire: memory.HttpPool | None = None
+
+    def close(self) -> None:
+        if self.wire is not None:
+            self.wire.close()
+        super().close()
 
     def raw_request(
         self,
@@ -228,8 +331,9 @@ class _SecretTokenAdapter(hvac.adapters.JSONAdapter):  # type: ignore[misc]  # h
         while "//" in url:  # Vault reads '//' as '/', and requests would follow a redirect otherwise
             url = url.replace("//", "/")
         full_url = self.urljoin(self.base_uri, url)
+        assert self.wire is not None, "VaultClient sets the adapter's connection pool"
         response = _send_request(
-            self.session,
+            self.wire,
             method.upper(),
             full_url,
             token=self.secret_token,
@@ -238,6 +342,7 @@ class _SecretTokenAdapter(hvac.adapters.JSONAdapter):  # type: ignore[misc]  # h
             body=body,
             timeout=self._kwargs["timeout"],
         )
+        assert isinstance(response, requests.Response)
         if raise_exception and not response.ok:
             self._raise_for_error(method, full_url, response)
         return response
@@ -405,16 +510,14 @@ class VaultClient:
         self._timeout = timeout
         session = requests.Session()
         session.trust_env = False
-        session.verify = (ca_cert or True) if verify else False
-        pooled = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=_POOL_SIZE)
-        session.mount("http://", pooled)
-        session.mount("https://", pooled)
+        session.verify = (ca_cert or True) if verify else False  # hvac's view; requests go through the pool
         # token="" keeps hvac from reading VAULT_TOKEN or ~/.vault-token into a str.
         self._hvac = hvac.Client(
             url=self.address, token="", timeout=timeout, session=session, adapter=_SecretTokenAdapter
         )
         self._adapter: _SecretTokenAdapter = self._hvac.adapter
         self._adapter.secret_token = token
+        self._adapter.wire = _vault_pool(self.address, ca_cert=ca_cert, verify=verify)
 
     def set_token(self, token: SecretValue) -> None:
         self._adapter.secret_token = token
@@ -547,6 +650,36 @@ class VaultClient:
         answer: dict[str, Any] = response.json()
         return answer
 
+    def _secret_call(
+        self, method: str, url_path: str, *, body: object | None = None, missing_ok: bool = False
+    ) -> _SecretAnswer | None:
+        """One request whose answer holds secrets: returned in locked memory (the caller wipes it)."""
+        adapter = self._adapter
+        assert adapter.wire is not None
+        answer = _send_request(
+            adapter.wire,
+            method,
+            adapter.urljoin(adapter.base_uri, url_path),
+            token=adapter.secret_token,
+            headers={"X-Vault-Request": "true"},
+            params=None,
+            body=body,
+            timeout=adapter._kwargs["timeout"],
+            secret_answer=True,
+        )
+        assert isinstance(answer, _SecretAnswer)
+        if 200 <= answer.status < 300:
+            return answer
+        try:
+            if missing_ok and answer.status == 404:
+                return None
+            # An error answer carries no secret: hand hvac an ordinary response to raise from.
+            response = _as_response(answer.answer, method, url_path)
+        finally:
+            answer.wipe()
+        adapter._raise_for_error(method, url_path, response)
+        raise AssertionError("unreachable")  # pragma: no cover
+
     # -- lifecycle: status, init, unseal -----------------------------------------------------------------
 
     def status(self) -> VaultStatus:
@@ -572,19 +705,34 @@ class VaultClient:
         if not 1 <= threshold <= shares:
             raise ValueError(f"need 1 <= threshold <= shares, got threshold={threshold} shares={shares}")
         with self._translated_errors("initialise", "sys/init"):
-            answer: dict[str, Any] = self._hvac.sys.initialize(
-                secret_shares=shares, secret_threshold=threshold
+            answer = self._secret_call(
+                "PUT", "/v1/sys/init", body={"secret_shares": shares, "secret_threshold": threshold}
             )
+        if answer is None or answer.status != 200:
+            raise VaultError(f"Vault at {self.address} gave no init answer", address=self.address)
+        root_token: SecretValue | None = None
+        keys: list[SecretValue] = []
         try:
-            return InitResult(
-                root_token=_secret_from_answer("VAULT_ROOT_TOKEN", answer["root_token"]),
-                unseal_keys=[
-                    _secret_from_answer(f"VAULT_UNSEAL_KEY_{index}", key)
-                    for index, key in enumerate(answer["keys_base64"], start=1)
-                ],
-            )
+            with answer.body() as document:
+                for item in memory.json_values(document):
+                    if item.kind != "string":
+                        continue
+                    with document[item.start : item.end] as encoded:
+                        if item.path == ("root_token",):
+                            root_token = _secret_from_answer("VAULT_ROOT_TOKEN", encoded)
+                        elif len(item.path) == 2 and item.path[0] == "keys_base64":
+                            keys.append(_secret_from_answer(f"VAULT_UNSEAL_KEY_{len(keys) + 1}", encoded))
+        except ValueError:
+            raise VaultError(f"Vault at {self.address} sent an init answer that is not JSON") from None
         finally:
-            answer.clear()
+            answer.wipe()
+        if root_token is None or not keys:
+            for key in keys:
+                key.wipe()
+            raise VaultError(
+                f"Vault at {self.address} sent an init answer without keys", address=self.address
+            )
+        return InitResult(root_token=root_token, unseal_keys=keys)
 
     def unseal(self, keys: Sequence[SecretValue]) -> VaultStatus:
         """Submit keys one by one until unsealed; a no-op when already unsealed.
@@ -850,22 +998,26 @@ class VaultClient:
     def kv2_keys(self, mount: str, path: str) -> list[str]:
         """Key names of the latest version, sorted; empty when the path does not exist or is deleted.
 
-        This READS the values: the HTTP answer's bytes, its decoded text and the parsed value strings are
-        copies in memory until collected. We clear the parsed answer at once; prefer
-        :meth:`kv2_recorded_keys`, which reads no value, for checks.
+        This READS the values, but only into locked memory: the answer is read into a locked buffer, only the
+        key names are decoded, and the buffer is zeroed. Prefer :meth:`kv2_recorded_keys`, which reads no
+        value at all, for checks.
         """
         mount, path = _clean_mount(mount), _clean_path(path)
         with self._translated_errors("read", f"{mount}/data/{path}"):
-            answer = self._call("GET", _url_path(mount, "data", path), missing_ok=True)
+            answer = self._secret_call("GET", _url_path(mount, "data", path), missing_ok=True)
         if answer is None:
             return []
+        names: set[str] = set()
         try:
-            values: dict[str, Any] = (answer.get("data") or {}).get("data") or {}
-            names = sorted(values)
-            values.clear()
+            with answer.body() as document:
+                for item in memory.json_values(document):
+                    if len(item.path) == 3 and item.path[:2] == ("data", "data"):
+                        names.add(str(item.path[2]))
+        except ValueError:
+            raise VaultError(f"{mount}/data/{path} at {self.address}: the answer is not JSON") from None
         finally:
-            answer.clear()
-        return names
+            answer.wipe()
+        return sorted(names)
 
     # -- auth methods and policies -----------------------------------------------------------------------
 

@@ -91,6 +91,8 @@ def build_verification_phase(config: Config, platform: Platform) -> Phase:
     async def summary_write(ctx: StepContext) -> None:
         data = await ctx.to_thread(summary)
         data["secrets_wiped_this_run"] = ctx.secrets.wiped_count
+        sweep = ctx.secrets.last_sweep
+        data["memory_sweep"] = sweep.as_dict() if sweep is not None else None
         path = config.engine.resolved_state_dir() / SUMMARY_FILE
         await ctx.to_thread(write_private_file, path, json.dumps(data, indent=2) + "\n")
         ctx.log(f"summary written to {path}")

@@ -349,6 +349,10 @@ class GitOpsApp(App[int]):
             self.poll_vault()
             if event.phase == 2:
                 self.refresh_vault_paths()
+                if self.secrets.last_sweep is not None:
+                    self.query_one(LogPane).add_lines(
+                        "2/memory", "engine", [self.secrets.last_sweep.summary()]
+                    )
         elif isinstance(event, StepFailed) and not event.cancelled:
             self.notify(f"{event.key} failed: {event.reason}", severity="error", timeout=8)
         elif isinstance(event, RunFinished):

@@ -112,6 +112,7 @@ def _locked(store: StateStore | None) -> Iterator[None]:
 
 async def run_headless(args: argparse.Namespace, session: Session) -> int:
     from phases.bootstrap import build_engine, take_declared_secrets
+    from phases.events import PhaseFinished
     from tui.headless import HeadlessPrinter
 
     config = session.config
@@ -142,6 +143,8 @@ async def run_headless(args: argparse.Namespace, session: Session) -> int:
     try:
         async for event in engine.run(from_phase=args.from_phase):
             printer.handle(event)
+            if isinstance(event, PhaseFinished) and event.phase == 2 and store.last_sweep is not None:
+                print(f"  {store.last_sweep.summary()}", flush=True)
             if hasattr(event, "exit_code"):
                 exit_code = event.exit_code
     finally:
@@ -186,8 +189,15 @@ def run_ui(args: argparse.Namespace, session: Session, *, start_bootstrap: bool)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from phases.memory import harden_process
+    from phases.secrets import take_env_early
+
+    harden_process()  # no core dumps, not dumpable, log redaction, the sweep after phase 2
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Take the bootstrap env vars before anything starts a child (the sandbox, git) that would inherit them.
+    with contextlib.suppress(ConfigError):  # a bad config is reported with its message when the session opens
+        take_env_early(load_config(args.config).secrets.declared)
     command = args.command or "ui"
     if getattr(args, "demo_secrets", False) and not args.sandbox:
         parser.error("--demo-secrets is only allowed with --sandbox")

@@ -2,10 +2,13 @@
 
 Textual's ``Input(password=True)`` only masks the rendering: its value is a ``str``
 rebuilt on every keystroke and copied into messages. Here each typed character's
-UTF-8 bytes go into a zero-filled bytearray of fixed capacity (growing would let
-the allocator leave old copies behind), and only the length is ever published.
-Single characters are cached singletons in CPython, so key-by-key capture leaves
-no copy of the whole value.
+UTF-8 bytes go into a zero-filled buffer of fixed capacity in locked memory
+(``phases.memory.LockedBuffer``: never swapped, not in core dumps, zeros in a forked
+child); growing copies it into a larger one and zeroes the old. Only the length is
+ever published. Single characters are cached singletons in CPython, so key-by-key
+capture leaves no copy of the whole value. A paste arrives as one ``str``: its
+characters are appended one by one and the ``str`` itself is zeroed when nobody
+else holds it (else the memory sweep after phase 2 finds what is left).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widget import Widget
 
+from phases.memory import LockedBuffer, wipe_str_object
 from phases.secrets import SecretValue, pattern_mismatch
 
 MASK: Final = "•"
@@ -25,7 +29,7 @@ INITIAL_CAPACITY: Final = 256  # bytes; doubled (copy, then zero the old buffer)
 MAX_SECRET_BYTES: Final = 64 * 1024
 
 
-def _zero(buffer: bytearray) -> None:
+def _zero(buffer: memoryview) -> None:
     # Slice assignment of the same length writes in place: no reallocation, no copy left behind.
     buffer[:] = bytes(len(buffer))
 
@@ -93,7 +97,8 @@ class SecretInput(Widget, can_focus=True):
         super().__init__(name=name, id=id, classes=classes)
         self.secret_name = secret_name
         self.placeholder = placeholder
-        self._buffer = bytearray(INITIAL_CAPACITY)
+        self._locked = LockedBuffer(INITIAL_CAPACITY)
+        self._buffer = self._locked.view[:INITIAL_CAPACITY]  # zero-filled; INITIAL_CAPACITY bytes in use
         self._used = 0  # bytes of _buffer in use
         self._char_sizes: list[int] = []  # UTF-8 length of each character, for backspace
 
@@ -139,6 +144,7 @@ class SecretInput(Widget, can_focus=True):
         for character in text:  # one character at a time: no bytes copy of the whole paste
             if character.isprintable():
                 self._append(character)
+        wipe_str_object(text, max_refcount=1)  # only when this frame holds the last reference
         del text
         self._changed()
 
@@ -183,11 +189,14 @@ class SecretInput(Widget, can_focus=True):
             return SecretValue.from_bytes(self.secret_name, view[: self._used])
 
     def _grow(self, capacity: int) -> None:
-        larger = bytearray(min(capacity, MAX_SECRET_BYTES))
-        with memoryview(self._buffer) as view:
-            larger[: self._used] = view[: self._used]
+        size = min(capacity, MAX_SECRET_BYTES)
+        locked = LockedBuffer(size)
+        larger = locked.view[:size]
+        larger[: self._used] = self._buffer[: self._used]
         _zero(self._buffer)
-        self._buffer = larger
+        self._buffer.release()
+        self._locked.close()
+        self._locked, self._buffer = locked, larger
 
     def _zero_all(self) -> None:
         _zero(self._buffer)
