@@ -2,8 +2,8 @@
 
 Terraform cannot download providers here, so the test module uses only built-in pieces:
 `terraform_data` resources whose `local-exec` provisioners pipe each value into `bao kv`. The
-values reach Terraform as TF_VAR_* in its environment, never on a command line, and the state
-keeps only their hashes.
+values reach Terraform through a var-file that is a pipe, never on a command line or in its
+environment, and the state keeps only their hashes.
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from textual.pilot import Pilot
 
 from phases.kube import EXTERNAL_SECRETS, KUSTOMIZATIONS, KubeClient
@@ -140,6 +143,9 @@ async def test_rollback_picker_reverts_a_merge_from_the_keyboard(sandbox_world: 
 
     config, env = await bootstrapped(sandbox_world)
     kube = KubeClient(config.cluster.resolved_kubeconfig(), user_agent="test/1")
+    deadline = time.monotonic() + 60  # Flux applies every app; under load the last one can trail Ready
+    while kube.get(DEPLOYMENTS, "webapp", "webapp") is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
     assert kube.get(DEPLOYMENTS, "webapp", "webapp") is not None
 
     clone_url = sandbox_world.info.remote_path.as_uri()
