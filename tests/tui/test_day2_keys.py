@@ -144,8 +144,8 @@ async def test_rollback_picker_reverts_a_merge_from_the_keyboard(sandbox_world: 
     config, env = await bootstrapped(sandbox_world)
     kube = KubeClient(config.cluster.resolved_kubeconfig(), user_agent="test/1")
     deadline = time.monotonic() + 60  # Flux applies every app; under load the last one can trail Ready
-    while kube.get(DEPLOYMENTS, "webapp", "webapp") is None and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
+    while kube.get(DEPLOYMENTS, "webapp", "webapp") is None and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.2)  # polling the API server: there is no event to wait on
     assert kube.get(DEPLOYMENTS, "webapp", "webapp") is not None
 
     clone_url = sandbox_world.info.remote_path.as_uri()
