@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from phases.config import Config, ConfigError, load_config
 from phases.secrets import SecretStore
@@ -188,11 +188,21 @@ def run_ui(args: argparse.Namespace, session: Session, *, start_bootstrap: bool)
     return int(result) if isinstance(result, int) else EXIT_OK
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def entry() -> NoReturn:
+    """The `gitops-tui` program: harden this process, then run :func:`main`.
+
+    Hardening is process-wide (the sweep after phase 2 zeroes every copy of a secret anywhere in the
+    process), so it belongs to the real program only, never to a test or sandbox sharing the interpreter.
+    """
     from phases.memory import harden_process
-    from phases.secrets import take_env_early
 
     harden_process()  # no core dumps, not dumpable, log redaction, the sweep after phase 2
+    sys.exit(main())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from phases.secrets import take_env_early
+
     parser = build_parser()
     args = parser.parse_args(argv)
     # Take the bootstrap env vars before anything starts a child (the sandbox, git) that would inherit them.
@@ -223,4 +233,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

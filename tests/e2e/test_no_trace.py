@@ -11,9 +11,8 @@ scanner of its own (not the app's), looking for every secret in raw, Latin-1, UT
 * After the sweep: zero hits, and ``/proc/PID/environ`` holds none of the values.
 * Meanwhile a poller reads ``/proc/*/cmdline`` of every descendant: no secret in any argv.
 
-The child is started through :data:`LAUNCHER`, which makes the two start-up calls the CLI entry point is
-meant to make (``phases.memory.harden_process()``, then ``phases.secrets.take_env_early(...)`` for the
-declared secrets) and then runs ``tui.cli.main``.
+The child is started through :data:`LAUNCHER`, which runs ``tui.cli.entry``, the `gitops-tui` script's
+entry point (it hardens the process, then ``main`` takes the declared env vars before anything else).
 """
 
 from __future__ import annotations
@@ -39,16 +38,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-LAUNCHER = (
-    "import sys\n"
-    "from phases.memory import harden_process\n"
-    "harden_process()\n"
-    "from phases.config import load_config\n"
-    "from phases.secrets import take_env_early\n"
-    "take_env_early(load_config(None).secrets.declared)\n"
-    "from tui.cli import main\n"
-    "sys.exit(main())\n"
-)
+LAUNCHER = "from tui.cli import entry\nentry()\n"  # exactly what the `gitops-tui` script runs
 PAUSES = "before-wipe,after-sweep"
 ALPHABET = string.ascii_letters + string.digits
 

@@ -33,6 +33,30 @@ def clean_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+def test_main_leaves_process_wide_hardening_to_the_program_entry(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The sweep zeroes every copy of a secret anywhere in the process: run in-process (tests, an embedding
+    # app) it wiped the sandbox's own copy of the demo token and broke later bootstraps in that interpreter.
+    from phases import memory
+
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert not memory.sweep_enabled()
+    capsys.readouterr()
+    program = (
+        "import atexit, sys\n"
+        "from phases import memory\n"
+        "atexit.register(lambda: print('sweep enabled:', memory.sweep_enabled()))\n"
+        "sys.argv = ['gitops-tui', '--version']\n"
+        "from tui.cli import entry\n"
+        "entry()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "sweep enabled: True" in done.stdout
+
+
 def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as version:
         main(["--version"])
