@@ -9,11 +9,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
-from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
+from widgets.dialog import DialogScreen
 
-class ConfirmScreen(ModalScreen[bool]):
+
+class ConfirmScreen(DialogScreen[bool]):
     """Asks before a mutating action; dismisses with True (confirmed) or False.
 
     Destructive dialogs focus Cancel first, so a reflexive enter cancels. With
@@ -28,17 +29,6 @@ class ConfirmScreen(ModalScreen[bool]):
 
     DEFAULT_CSS = """
     ConfirmScreen {
-        align: center middle;
-        & > #confirm-dialog {
-            width: 76;
-            max-width: 100%;
-            height: auto;
-            max-height: 100%;
-            border: thick $primary;
-            border-title-style: bold;
-            background: $panel;
-            padding: 0 1;
-        }
         &.-destructive > #confirm-dialog { border: thick $error; }
         & #confirm-description { margin-bottom: 1; }
         & #confirm-commands-label { color: $text-muted; }
@@ -53,7 +43,6 @@ class ConfirmScreen(ModalScreen[bool]):
         & #confirm-typed { margin-bottom: 1; }
         & #confirm-buttons { height: 1; align-horizontal: right; }
         & #confirm-buttons Button { margin-left: 2; min-width: 12; }
-        & #confirm-hint { color: $text-muted; height: 1; }
     }
     """
 
@@ -83,7 +72,7 @@ class ConfirmScreen(ModalScreen[bool]):
         return self._typed.strip() == self.typed_confirmation
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="confirm-dialog") as dialog:
+        with Vertical(id="confirm-dialog", classes="dialog") as dialog:
             dialog.border_title = ("⚠ " if self.destructive else "") + self.dialog_title
             yield Static(Content(self.description), id="confirm-description")
             if self.commands:
@@ -106,7 +95,7 @@ class ConfirmScreen(ModalScreen[bool]):
                     compact=True,
                     disabled=not self.can_confirm,
                 )
-            yield Label(self._hint(), id="confirm-hint")
+            yield Label(self._hint(), id="confirm-hint", classes="dialog-hint")
 
     def _hint(self) -> str:
         if self.typed_confirmation is not None:

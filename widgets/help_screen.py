@@ -10,8 +10,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
-from textual.screen import ModalScreen
 from textual.widgets import Label, Static
+
+from widgets.dialog import DialogScreen
 
 MAX_KEY_WIDTH = 16
 FRAME_ROWS = 3  # the dialog's border and the hint line
@@ -53,7 +54,7 @@ def help_text(entries: Iterable[HelpEntry]) -> Content:
     return Content("\n").join(parts)
 
 
-class HelpScreen(ModalScreen[None]):
+class HelpScreen(DialogScreen[None]):
     """The key reference; escape, q or ? close it."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -62,19 +63,7 @@ class HelpScreen(ModalScreen[None]):
 
     DEFAULT_CSS = """
     HelpScreen {
-        align: center middle;
-        & > #help-dialog {
-            width: 76;
-            max-width: 100%;
-            height: auto;
-            max-height: 100%;
-            border: thick $primary;
-            border-title-style: bold;
-            background: $panel;
-            padding: 0 1;
-        }
         & #help-body { height: auto; background: $panel; }
-        & #help-hint { color: $text-muted; height: 1; }
     }
     """
 
@@ -86,11 +75,11 @@ class HelpScreen(ModalScreen[None]):
         self.help_title = title
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="help-dialog") as dialog:
+        with Vertical(id="help-dialog", classes="dialog") as dialog:
             dialog.border_title = self.help_title
             with VerticalScroll(id="help-body"):
                 yield Static(help_text(self.entries), id="help-text")
-            yield Label("↑/↓ pgup/pgdn: scroll · escape/q/?: close", id="help-hint")
+            yield Label("↑/↓ pgup/pgdn: scroll · escape/q/?: close", id="help-hint", classes="dialog-hint")
 
     def on_mount(self) -> None:
         self.query_one("#help-body", VerticalScroll).focus()

@@ -10,11 +10,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
-from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import Button, Label, Static
 
 from phases.secrets import SecretValue
+from widgets.dialog import DialogScreen
 from widgets.secret_input import SecretInput
 
 FRAME_ROWS = 6  # the dialog's border, intro line and its margin, buttons and hint
@@ -28,7 +28,7 @@ def _field_id(name: str) -> str:
     return "secret-" + "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
 
 
-class SecretPromptScreen(ModalScreen[dict[str, SecretValue] | None]):
+class SecretPromptScreen(DialogScreen[dict[str, SecretValue] | None]):
     """Lists every declared secret and asks for the missing ones.
 
     Dismisses with {name: SecretValue} for the entered values once each is present
@@ -42,17 +42,6 @@ class SecretPromptScreen(ModalScreen[dict[str, SecretValue] | None]):
 
     DEFAULT_CSS = """
     SecretPromptScreen {
-        align: center middle;
-        & > #prompt-dialog {
-            width: 76;
-            max-width: 100%;
-            height: auto;
-            max-height: 100%;
-            border: thick $primary;
-            border-title-style: bold;
-            background: $panel;
-            padding: 0 1;
-        }
         & #prompt-intro { color: $text-muted; margin-bottom: 1; }
         & #prompt-fields { height: auto; background: $panel; }
         & .secret-block { height: auto; margin-bottom: 1; }
@@ -63,7 +52,6 @@ class SecretPromptScreen(ModalScreen[dict[str, SecretValue] | None]):
         & .secret-error.-shown { display: block; }
         & #prompt-buttons { height: 1; align-horizontal: right; }
         & #prompt-buttons Button { margin-left: 2; min-width: 10; }
-        & #prompt-hint { color: $text-muted; height: 1; }
     }
     """
 
@@ -78,7 +66,7 @@ class SecretPromptScreen(ModalScreen[dict[str, SecretValue] | None]):
 
     def compose(self) -> ComposeResult:
         missing = len(self.missing)
-        with Vertical(id="prompt-dialog") as dialog:
+        with Vertical(id="prompt-dialog", classes="dialog") as dialog:
             dialog.border_title = self.prompt_title
             yield Static(
                 f"{missing} of {len(self.requests)} to enter. Values are never shown, logged or copied.",
@@ -97,7 +85,11 @@ class SecretPromptScreen(ModalScreen[dict[str, SecretValue] | None]):
             with Horizontal(id="prompt-buttons"):
                 yield Button("Cancel", id="prompt-cancel", compact=True)
                 yield Button("Save", id="prompt-save", variant="primary", compact=True)
-            yield Label("enter: next/save · tab: move · ctrl+s: save · escape: cancel", id="prompt-hint")
+            yield Label(
+                "enter: next/save · tab: move · ctrl+s: save · escape: cancel",
+                id="prompt-hint",
+                classes="dialog-hint",
+            )
 
     @staticmethod
     def _heading(request: SecretRequest) -> Content:
