@@ -22,7 +22,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -174,7 +174,7 @@ class ResourceWatcher:
         self._pending: dict[ResourceType, _Pending] = {}
         self._last_delivery: dict[ResourceType, float] = {}
         self._reported: dict[ResourceType, tuple[WatchState, str]] = {}
-        self._streams: dict[ResourceType, Iterator[WatchEvent]] = {}
+        self._streams: dict[ResourceType, Any] = {}  # the open watch responses
         self._threads: list[threading.Thread] = []
         self._dispatcher: threading.Thread | None = None
         self._stats: dict[str, int] = dict.fromkeys(WatchStats.__dataclass_fields__, 0)
@@ -214,8 +214,8 @@ class ResourceWatcher:
         workers = [t for t in self._threads if t is not current and t is not self._dispatcher]
         # Interrupt again while waiting: a stream may only now have received its response to shut.
         while workers and time.monotonic() < deadline:
-            for stream in list(self._streams.values()):
-                _interrupt(stream)
+            for response in list(self._streams.values()):
+                _interrupt(response)
             workers[0].join(min(0.05, max(0.0, deadline - time.monotonic())))
             workers = [t for t in workers if t.is_alive()]
 
@@ -310,8 +310,15 @@ class ResourceWatcher:
         timeout = max(1, round(self.watch_timeout * random.uniform(0.8, 1.0)))  # noqa: S311  # not security
         self._count("watches")
         started = time.monotonic()
-        stream = self.kube.watch(resource, self.namespace, resource_version=version, timeout_seconds=timeout)
-        self._streams[resource] = stream
+
+        def opened(response: Any) -> None:  # kept so stop() can shut the socket a read blocks on
+            self._streams[resource] = response
+            if self._stop.is_set():
+                _interrupt(response)
+
+        stream = self.kube.watch(
+            resource, self.namespace, resource_version=version, timeout_seconds=timeout, opened=opened
+        )
         try:
             for event in stream:
                 if self._stop.is_set():
@@ -403,18 +410,13 @@ class ResourceWatcher:
         return max(0.0, due - now)
 
 
-def _interrupt(stream: Iterator[WatchEvent]) -> None:
-    """Unblock a thread reading ``stream`` by shutting its HTTP response's socket (urllib3 >= 2.3).
+def _interrupt(response: Any) -> None:
+    """Unblock a thread reading a watch by shutting its HTTP response's socket (urllib3 >= 2.3).
 
-    ``KubeClient.watch`` keeps the response inside its generator, so we reach it through the generator's
-    frame. Best effort: when that fails the thread still ends, when the server closes the stream (at most
-    the watch timeout later), and it delivers nothing after stop().
+    Best effort: when that fails the thread still ends when the server closes the stream (at most the
+    watch timeout later), and it delivers nothing after stop().
     """
-    frame = getattr(stream, "gi_frame", None)
-    if frame is None:
-        return
     try:
-        response = frame.f_locals.get("response")
         shutdown = getattr(response, "shutdown", None)
         if callable(shutdown):
             shutdown()
