@@ -26,15 +26,13 @@ from typing import Any, Final, Literal, get_args
 from phases.audit import AuditLog, current_actor
 from phases.config import EngineConfig
 from phases.errors import GitOpsError
-from phases.flux import applied_revision
+from phases.flux import RequestState, applied_revision, request_state
 from phases.health import (
     FORCE_SYNC_ANNOTATION,
     RECONCILE_ANNOTATION,
     Condition,
     condition,
-    generation,
     is_suspended,
-    observed_generation,
 )
 from phases.kube import (
     EXTERNAL_SECRETS,
@@ -61,7 +59,7 @@ Action = Literal["suspend", "resume", "reconcile", "reconcile-with-source", "for
 BulkAction = Literal["suspend", "resume"]
 Outcome = Literal["succeeded", "failed", "timed-out", "cancelled", "suspended"]
 Progress = Callable[[str], None]
-_WaitState = Literal["pending", "done", "failed"]
+_WaitState = RequestState
 _Probe = Callable[[], tuple[_WaitState, str, dict[str, Any] | None]]
 
 ACTIONS: Final[tuple[Action, ...]] = get_args(Action)
@@ -739,38 +737,12 @@ class _SyncMarks:
         return "pending", "sync requested, waiting for the controller"
 
 
-def flux_request_state(obj: Mapping[str, Any], token: str) -> tuple[_WaitState, str]:
-    """Where reconcile request ``token`` stands, as ``flux reconcile`` judges it.
-
-    Done once the controller recorded the token in ``lastHandledReconcileAt`` and Ready is True at the
-    object's current generation; failed when, by then, Ready is False (the attempt for this request
-    failed: waiting on would only run into the timeout).
-    """
-    if is_suspended(obj):
-        return "failed", "suspended meanwhile: Flux ignores the request"
-    status = _dict(obj.get("status"))
-    if status.get("lastHandledReconcileAt") != token:
-        return "pending", "reconciliation requested, waiting for the controller"
-    ready = condition(obj)
-    if ready is None:
-        return "pending", "waiting for the Ready condition"
-    wanted = generation(obj)
-    seen = ready.observed_generation if ready.observed_generation is not None else observed_generation(obj)
-    if wanted is not None and seen is not None and seen < wanted:
-        return "pending", f"reconciliation in progress (generation {wanted}, observed {seen})"
-    if ready.is_true:
-        return "done", ready.message or ready.reason or "Ready"
-    if ready.status == "False":
-        return "failed", ready.message or ready.reason or "not ready"
-    return "pending", ready.message or "reconciliation in progress"
-
-
 def _flux_probe(kube: KubeClient, key: NodeKey, token: str) -> _Probe:
     def probe() -> tuple[_WaitState, str, dict[str, Any] | None]:
         obj = _get(kube, key)
         if obj is None:
             return "failed", f"{describe_key(key)} was deleted", None
-        state, message = flux_request_state(obj, token)
+        state, message = request_state(obj, token)
         return state, message, obj
 
     return probe
@@ -866,7 +838,6 @@ __all__ = [
     "bulk",
     "describe",
     "describe_key",
-    "flux_request_state",
     "force_sync",
     "plan_bulk",
     "reconcile",

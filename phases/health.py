@@ -75,15 +75,23 @@ def is_suspended(obj: Mapping[str, Any]) -> bool:
     return bool(spec.get("suspend")) if isinstance(spec, Mapping) else False
 
 
+def generation_lag(obj: Mapping[str, Any], ready: Condition) -> str:
+    """Why ``ready`` speaks of an older generation than the object's, or "" when it is current."""
+    wanted = generation(obj)
+    seen = ready.observed_generation if ready.observed_generation is not None else observed_generation(obj)
+    if wanted is not None and seen is not None and seen < wanted:
+        return f"reconciliation in progress (generation {wanted}, observed {seen})"
+    return ""
+
+
 def flux_ready(obj: Mapping[str, Any]) -> tuple[bool, str]:
     """(ready, message) with the flux CLI's semantics, including the generation check."""
     ready = condition(obj)
     if ready is None:
         return False, "waiting to be reconciled"
-    wanted = generation(obj)
-    seen = ready.observed_generation if ready.observed_generation is not None else observed_generation(obj)
-    if wanted is not None and seen is not None and seen < wanted:
-        return False, f"reconciliation in progress (generation {wanted}, observed {seen})"
+    lag = generation_lag(obj, ready)
+    if lag:
+        return False, lag
     if not ready.is_true:
         return False, ready.message or ready.reason or "not ready"
     return True, ready.message or ready.reason

@@ -33,7 +33,6 @@ from phases.day2 import (
     bulk,
     describe,
     describe_key,
-    flux_request_state,
     force_sync,
     plan_bulk,
     reconcile,
@@ -42,6 +41,7 @@ from phases.day2 import (
     suspend,
 )
 from phases.events import RunFinished
+from phases.flux import request_state
 from phases.health import FORCE_SYNC_ANNOTATION, RECONCILE_ANNOTATION, flux_ready, is_suspended
 from phases.kube import (
     EXTERNAL_SECRETS,
@@ -764,4 +764,4 @@ def flux_object(
     ids=["ready", "not-handled", "stale-generation", "stale-failure", "in-progress", "failed", "suspended"],
 )
 def test_flux_request_state(obj: dict[str, Any], expected: tuple[str, str]) -> None:
-    assert flux_request_state(obj, "t1") == expected
+    assert request_state(obj, "t1") == expected
