@@ -9,9 +9,12 @@ Measured while the flood runs:
 
 * lines per second: N lines / (first byte requested -> last line written to the Log widget);
 * the longest stall of the UI loop: a 5 ms ticker on the app's loop, its worst lateness;
-* key latency: a thread presses ``f12`` every ~150 ms through the driver (as the terminal input thread
+* key latency: a thread presses ``f12`` every ~50 ms through the driver (as the terminal input thread
   does); the time until the app's action for it runs;
 * RSS growth: sampled every 100 ms from before the first line; the peak minus the start.
+
+Then the same flood again with four bootstrap secrets held by the engine (as in phases 1 and 2), whose
+every output line the engine redacts.
 """
 
 from __future__ import annotations
@@ -33,11 +36,20 @@ from bench.core import BenchContext, Figure, GcPauses, LoopLagProbe, median, rss
 from phases.config import load_config
 from phases.engine import Engine, Phase, Step, StepContext
 from phases.events import RunFinished
+from phases.secrets import SecretStore, SecretValue
 from phases.state import StateStore
 from tui.app import EngineEvent, GitOpsApp
 from widgets.log_pane import LogPane
 
 SIZE = (120, 40)
+KEY_INTERVAL = 0.05  # seconds between f12 presses (jittered): a quick flood now lasts well under a second
+# Throwaway values in the default secrets' formats (GitHub token, Cloudflare token, two app secrets).
+HELD_SECRETS = {
+    "github_token": b"ghp_" + b"Bench0Secret1Value2For3Redaction4" + b"xy",
+    "cloudflare_api_token": b"cf-" + b"bench-token-0123456789abcdefghij",
+    "myapp_db_password": b"bench-db-password-7d41",
+    "myapp_api_key": b"bench-api-key-9f0e3c2b1a",
+}
 FLOOD = """
 import sys
 total = int(sys.argv[1])
@@ -97,8 +109,12 @@ class RssSampler(threading.Thread):
                 return
 
 
-async def flood(ctx: BenchContext, lines: int) -> dict[str, float]:
+async def flood(ctx: BenchContext, lines: int, *, secrets_held: bool = False) -> dict[str, float]:
     config = load_config(str(write_unreachable_config(ctx.workdir / "config")))
+    secrets = SecretStore()
+    if secrets_held:
+        for name, value in HELD_SECRETS.items():
+            secrets.put(name, SecretValue.from_bytes(name, value), source="env")
     app = FloodApp(config)
     argv = [sys.executable, "-c", FLOOD, str(lines)]
     started: list[float] = []
@@ -112,7 +128,8 @@ async def flood(ctx: BenchContext, lines: int) -> dict[str, float]:
 
     engine = Engine(
         [Phase(1, "flood", (Step(id="flood", title="flood the log", check=not_done, action=action),))],
-        store=StateStore(ctx.workdir / "state"),
+        store=StateStore(ctx.workdir / ("state-secrets" if secrets_held else "state")),
+        secrets=secrets,
     )
     async with app.run_test(size=SIZE) as pilot:
         await asyncio.sleep(1.0)  # the app's after-first-paint work (watcher, Vault poll) settles
@@ -124,7 +141,7 @@ async def flood(ctx: BenchContext, lines: int) -> dict[str, float]:
 
         def counting_flush() -> None:
             nonlocal written, last_write
-            pending = len(pane._pending)
+            pending = pane.pending_count
             original_flush()
             if pending:
                 written += pending
@@ -141,7 +158,7 @@ async def flood(ctx: BenchContext, lines: int) -> dict[str, float]:
 
         driver = app._driver
         assert driver is not None
-        presser = KeyPresser(driver.process_message, interval=0.15)
+        presser = KeyPresser(driver.process_message, interval=KEY_INTERVAL)
         sampler = RssSampler()
         probe = LoopLagProbe()
         sampler.start()
@@ -149,12 +166,14 @@ async def flood(ctx: BenchContext, lines: int) -> dict[str, float]:
         probe.start()
         presser.start()
         with GcPauses() as gc_pauses:
+            cpu_start = time.thread_time()  # the UI thread's CPU: pipes, engine, log pane and frames
             app.run_worker(consume(), exclusive=False)
             result = await asyncio.wait_for(finished, timeout=900)
             for _ in range(500):  # the last batch is on its way (a flush every 50 ms)
                 if written >= lines:
                     break
                 await asyncio.sleep(0.01)
+            cpu_seconds = time.thread_time() - cpu_start
         presser.stop_event.set()
         await probe.stop()
         await asyncio.sleep(0.3)  # answers to the last presses
@@ -170,6 +189,8 @@ async def flood(ctx: BenchContext, lines: int) -> dict[str, float]:
             "seconds": elapsed,
             "max_stall_ms": probe.max_ms,
             "p99_stall_ms": probe.percentile_ms(0.99),
+            "stalls_over_50ms": float(sum(1 for lag in probe.lags if lag > 0.05)),
+            "ui_cpu_us_per_line": cpu_seconds / written * 1e6 if written else float("nan"),
             "key_max_ms": max(latencies, default=float("nan")),
             "key_median_ms": median(latencies),
             "keys": float(len(latencies)),
@@ -188,6 +209,7 @@ async def flood(ctx: BenchContext, lines: int) -> dict[str, float]:
 async def run(ctx: BenchContext) -> list[Figure]:
     lines = 200_000 if ctx.quick else 1_000_000
     r = await flood(ctx, lines)
+    held = await flood(ctx, lines, secrets_held=True)
     scope = f"{int(r['lines']):,} lines in {r['seconds']:.1f} s"
     return [
         Figure(
@@ -205,6 +227,21 @@ async def run(ctx: BenchContext) -> list[Figure]:
             f"worst lateness of a 5 ms ticker; p99 {r['p99_stall_ms']:.1f} ms",
         ),
         Figure(
+            "log_stalls_over_50ms",
+            r["stalls_over_50ms"],
+            "count",
+            "-",
+            "ticker lateness above 50 ms during the flood (less sensitive to other load than the maximum)",
+        ),
+        Figure(
+            "log_ui_cpu_per_line",
+            r["ui_cpu_us_per_line"],
+            "us",
+            "-",
+            "UI-thread CPU time per line (reading the pipes, engine, log pane, frames), from the flood's "
+            "start to its last line on screen",
+        ),
+        Figure(
             "log_key_latency_max",
             r["key_max_ms"],
             "ms",
@@ -220,7 +257,7 @@ async def run(ctx: BenchContext) -> list[Figure]:
             f"peak during {scope} minus before (start {r['rss_start']:.0f} MB, end {r['rss_end']:.0f} MB)",
         ),
         Figure("log_rss_growth_at_end", r["rss_end"] - r["rss_start"], "MB", "-", "after the flood ended"),
-        Figure("log_write_batches", r["flushes"], "count", "-", "Log.write_lines calls made by LogPane"),
+        Figure("log_write_batches", r["flushes"], "count", "-", "writes to the Log widget made by LogPane"),
         Figure(
             "log_gc_max_pause",
             r["gc_max_ms"],
@@ -228,5 +265,21 @@ async def run(ctx: BenchContext) -> list[Figure]:
             "-",
             f"longest cyclic-GC run during the flood; {int(r['gc2_count'])} full collections, "
             f"longest {r['gc2_max_ms']:.0f} ms; all GC {r['gc_total_ms']:.0f} ms",
+        ),
+        Figure(
+            "log_lines_per_s_secrets_held",
+            held["rate"],
+            "lines/s",
+            "-",
+            f"the same flood with {len(HELD_SECRETS)} secrets held, every line redacted by the engine; "
+            f"{int(held['lines']):,} lines in {held['seconds']:.1f} s",
+        ),
+        Figure(
+            "log_max_ui_stall_secrets_held",
+            held["max_stall_ms"],
+            "ms",
+            "-",
+            f"p99 {held['p99_stall_ms']:.1f} ms; key latency max {held['key_max_ms']:.1f} ms "
+            f"({int(held['keys'])} presses, lost {int(held['keys_lost'])})",
         ),
     ]

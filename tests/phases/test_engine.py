@@ -223,6 +223,31 @@ async def test_output_arrives_in_batches(tmp_path: Path) -> None:
     assert len(batches) < 200  # never one event per line
 
 
+async def test_a_held_secret_is_redacted_from_every_line_of_a_flood(tmp_path: Path) -> None:
+    async def never_done(ctx: StepContext) -> bool:
+        return False
+
+    printer = (
+        "import os\n"
+        "token = os.environ['TOKEN']\n"
+        "for i in range(5000):\n"
+        "    print(f'line {i} {token}' if i % 1000 == 7 else f'line {i}')\n"
+    )
+
+    async def flood(ctx: StepContext) -> None:
+        await ctx.run([sys.executable, "-c", printer], secret_env={"TOKEN": ctx.secret("token")})
+
+    store = SecretStore()
+    store.put("token", SecretValue.from_bytes("token", b"tok-secret-123"), source="env")
+    phases = [Phase(1, "One", (Step("flood", "Flood", never_done, flood),))]
+    events = await collect(Engine(phases, store=StateStore(tmp_path), secrets=store))
+    lines = [line for e in events if isinstance(e, OutputLines) for line in e.lines][1:]  # after "$ python"
+    assert len(lines) == 5000  # the batches' lines are neither merged nor split
+    assert [line for line in lines if "••••••" in line] == [f"line {i} ••••••" for i in range(7, 5000, 1000)]
+    assert lines[8] == "line 8" and lines[4999] == "line 4999"
+    assert not any("tok-secret-123" in line for line in lines)
+
+
 class ScriptedPrompter:
     def __init__(self, answers: Mapping[str, bytes] | None) -> None:
         self.answers = answers

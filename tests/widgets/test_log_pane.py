@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import random
 from typing import Any
 
+from rich.cells import cell_len
 from textual.app import App, ComposeResult
 from textual.widgets import Input
 
-from widgets.log_pane import MAX_LINE_LENGTH, LogPane, sanitize_line
+from widgets.log_pane import MAX_LINE_LENGTH, PREFIX_WIDTH, LogPane, sanitize_line, sanitize_lines
 
 
 class LogApp(App[None]):
@@ -63,20 +64,54 @@ def test_sanitize_truncates_very_long_lines_with_a_marker() -> None:
     assert line.endswith("… [500 more characters cut]")
 
 
+def test_a_batch_is_sanitized_as_each_of_its_lines_would_be() -> None:
+    clean = [f"INFO object={i:05d} status=applied" for i in range(500)]
+    assert sanitize_lines(clean) == (clean, len(clean[0]))  # the common case, checked per batch
+    hostile = [
+        *clean[:3],
+        "\x1b[2J\x1b[31mred\x1b[0m",
+        "a\tb",
+        "nul\x00 del\x7f cr\r",
+        "line\nbreak",
+        "wide 漢字 ✔",
+        "bidi \u202e \x85",
+        "x" * (1024 * 1024),  # a megabyte line
+        *clean[3:6],
+    ]
+    safe, width = sanitize_lines(hostile)
+    assert list(safe) == [sanitize_line(line) for line in hostile]
+    assert width == max(cell_len(line) for line in safe)
+    assert sanitize_lines(["plain", "漢字漢字漢字"])[1] == 12  # wide characters take two cells
+    # One bad line is enough to sanitize the batch: the check covers every line, not a sample.
+    for bad in ("\x1b]0;title\x07", "\x07", "\t", "\x7f", "\x9b", "x" * (MAX_LINE_LENGTH + 1)):
+        assert list(sanitize_lines([*clean, bad])[0]) == [*clean, sanitize_line(bad)]
+
+
+def test_random_hostile_batches_match_line_by_line_sanitizing_and_cell_widths() -> None:
+    alphabet = (
+        "abc xyz09[];=\x1b\x07\t\r\x00\x7f\x85\u2028\u202e\u2066✔│漢字é\u0301\u200b\U0001f600\ufe0f\u200d"
+    )
+    rng = random.Random(6)
+    for _ in range(300):
+        batch = ["".join(rng.choices(alphabet, k=rng.randint(0, 40))) for _ in range(rng.randint(1, 12))]
+        safe, width = sanitize_lines(batch, limit=30)
+        assert list(safe) == [sanitize_line(line, limit=30) for line in batch], batch
+        assert width == max(cell_len(line) for line in safe), batch
+
+
 async def test_lines_are_written_in_one_batch_with_tags_and_stream_markers() -> None:
     app = LogApp()
     async with app.run_test(size=(80, 24)) as pilot:
         pane = app.query_one(LogPane)
         log = pane.log_widget
         calls: list[int] = []
-        original = log.write_lines
+        original = log.write_display_lines
 
-        def counting(lines: Iterable[str], scroll_end: bool | None = None) -> object:
-            batch = list(lines)
-            calls.append(len(batch))
-            return original(batch, scroll_end)
+        def counting(lines: list[str], width: int) -> None:
+            calls.append(len(lines))
+            original(lines, width)
 
-        log.write_lines = counting  # type: ignore[method-assign,assignment]
+        log.write_display_lines = counting  # type: ignore[method-assign]
         for chunk in range(50):
             pane.add_lines("1/k3s", "stdout", [f"out {chunk}-{i}" for i in range(100)])
         pane.add_lines("1/k3s", "stderr", ["warning: something"])
@@ -112,6 +147,50 @@ async def test_max_lines_bounds_the_log_and_the_record() -> None:
         assert pane.log_widget.line_count == 100
         assert pane.log_widget.lines[0].endswith("line 150")
         assert len(pane.lines_for("1/k3s", limit=1000)) == 100
+
+
+async def test_max_lines_holds_across_many_batches_and_the_filter() -> None:
+    app = LogApp(max_lines=100)
+    async with app.run_test(size=(80, 24)) as pilot:
+        pane = app.query_one(LogPane)
+        for batch in range(30):  # 30 batches of 7 lines, two tags interleaved
+            tag = "1/k3s" if batch % 2 else "2/flux"
+            pane.add_lines(tag, "stdout", [f"{tag} {batch}-{i}" for i in range(7)])
+        pane.flush()
+        await pilot.pause()
+        expected = [f"{'1/k3s' if b % 2 else '2/flux'} {b}-{i}" for b in range(30) for i in range(7)][-100:]
+        assert [line[PREFIX_WIDTH:] for line in pane.shown_lines] == expected
+        assert title(pane) == "Log · all steps · 100 lines"
+        k3s = [line for line in expected if line.startswith("1/k3s")]
+        assert [line[PREFIX_WIDTH:] for line in pane.lines_for("1/k3s", limit=1000)] == k3s
+        assert [line[PREFIX_WIDTH:] for line in pane.lines_for("1/k3s", limit=3)] == k3s[-3:]
+
+        pane.set_filter("1/k3s")
+        assert [line[PREFIX_WIDTH:] for line in pane.shown_lines] == k3s
+        assert title(pane) == f"Log · 1/k3s · {len(k3s)}/100 lines"
+        pane.add_lines("1/k3s", "stdout", [f"late {i}" for i in range(150)])  # more than max_lines at once
+        pane.flush()
+        assert [line[PREFIX_WIDTH:] for line in pane.shown_lines] == [f"late {i}" for i in range(50, 150)]
+        assert title(pane) == "Log · 1/k3s · 100/100 lines"
+
+
+async def test_hostile_lines_inside_a_flood_are_sanitized_and_wide_ones_measured() -> None:
+    app = LogApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        pane = app.query_one(LogPane)
+        lines = [f"line {i}" for i in range(2000)]
+        lines[1500] = "\x1b]52;c;Y2xpcGJvYXJk\x07steal \x1b[1A" + "漢字" * 22  # OSC 52, cursor up, wide
+        lines[1501] = "y" * (2 * 1024 * 1024)
+        pane.add_lines("3/apps", "stderr", lines)
+        pane.flush()
+        await pilot.pause()
+        shown = pane.shown_lines
+        assert shown[1500] == "3/apps     ! steal " + "漢字" * 22
+        assert shown[1501].endswith(f"… [{2 * 1024 * 1024 - MAX_LINE_LENGTH:,} more characters cut]")
+        assert shown[1999] == "3/apps     ! line 1999"
+        log = pane.log_widget
+        assert log.virtual_size.width == max(cell_len(line) for line in shown)  # wide characters count twice
+        assert "\x1b" not in screen_text(app)
 
 
 async def test_the_filter_shows_one_steps_lines_and_keeps_recording_the_others() -> None:
