@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -11,26 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.processes import CLI, clean_env, descendants, still_running
 from tui.cli import main
-
-CLI = [sys.executable, "-m", "tui.cli"]
-
-
-def clean_env(tmp_path: Path) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("GITHUB_", "CLOUDFLARE_", "MYAPP_", "GITOPS_"))
-    }
-    env.update(
-        {
-            "XDG_STATE_HOME": str(tmp_path / "state"),
-            "XDG_CONFIG_HOME": str(tmp_path / "config"),
-            "XDG_DATA_HOME": str(tmp_path / "data"),
-            "NO_COLOR": "1",
-        }
-    )
-    return env
 
 
 def test_main_leaves_process_wide_hardening_to_the_program_entry(
@@ -175,41 +156,17 @@ def test_ctrl_c_during_a_sandbox_run_exits_130_and_leaves_no_process(tmp_path: P
     deadline = time.monotonic() + 120
     while "Vault installed" not in seen and time.monotonic() < deadline:
         seen += process.stdout.readline()
-    descendants = _descendants(process.pid)
-    assert descendants, "the sandbox and its OpenBao should be running"
+    children = descendants(process.pid)
+    assert children, "the sandbox and its OpenBao should be running"
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130, (seen + out)[-2000:] + err[-2000:]
     assert "bootstrap interrupted" in out
     time.sleep(0.5)
-    alive = [pid for pid in descendants if Path(f"/proc/{pid}").exists() and not _zombie(pid)]
+    alive = still_running(children)
     assert alive == [], f"left running: {alive}"
     state = (tmp_path / "sb" / "state" / "state.json").read_text()
     assert '"status": "interrupted"' in state
-
-
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, stack = [], [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return False
 
 
 def test_a_second_gitops_tui_on_the_same_sandbox_refuses(tmp_path: Path) -> None:
