@@ -386,6 +386,78 @@ def test_listing_another_mount_relinks_every_externalsecret(model: ResourceModel
     assert model.get(vault_path_key("team/db")).vault_mount == "kv"  # type: ignore[union-attr]
 
 
+def test_listing_another_mount_drops_readers_of_the_old_one(model: ResourceModel) -> None:
+    model.upsert(store(mount="secret"))
+    model.upsert(externalsecret(keys=("secret/shop/db",)))
+    model.set_vault_paths("secret", {"shop/db": ["password"]}, None)
+    assert model.readers_of("shop/db") == [ES_DB]
+
+    changed = model.set_vault_paths("kv", {"shop/db": ["token"]}, None)
+
+    # The ExternalSecret still reads secret/shop/db through its store: not kv/shop/db.
+    assert model.readers_of("shop/db") == []
+    assert ES_DB in changed and vault_path_key("shop/db") in changed
+    node = model.get(vault_path_key("shop/db"))
+    assert node is not None and (node.health, node.vault_mount, node.vault_keys) == (
+        "ready",
+        "kv",
+        ("token",),
+    )
+    es = model.get(ES_DB)
+    assert es is not None and model.vault_ref_exists(es, "shop/db") is None  # another mount than listed
+
+
+def test_a_paths_readers_are_linked_once_however_many_arrive(model: ResourceModel) -> None:
+    many = [externalsecret(f"app{i}", keys=("secret/shared",)) for i in range(50)]
+    changed = model.replace_kind(EXTERNAL_SECRET, many)
+    shared = vault_path_key("shared")
+    assert shared in changed
+    assert len(model.readers_of("shared")) == 50 and model.is_read("/shared/")
+    node = model.get(shared)
+    assert node is not None and node.health == "unknown"  # not listed yet
+    assert model.applies_any(K_APPS) and not model.applies_any(K_INFRA)
+
+
+def test_an_unchanged_vault_listing_changes_nothing(model: ResourceModel) -> None:
+    model.upsert(externalsecret(keys=("secret/shop/db", "secret/shop/gone")))
+    listing = {"shop/db": ["password"], "other": ["x"]}
+    assert model.set_vault_paths("secret", listing, None)
+    assert model.set_vault_paths("secret", dict(listing), None) == set()  # every poll, same answer
+
+    changed = model.set_vault_paths("secret", {"shop/db": ["password", "user"]}, None)
+
+    assert changed == {vault_path_key("shop/db"), vault_path_key("other")}  # keys changed; one vanished
+    assert model.get(vault_path_key("other")) is None
+    assert model.set_vault_paths("secret", None, "connection refused")  # unreachable: all unknown
+    assert model.set_vault_paths("secret", None, "connection refused") == set()
+    assert model.set_vault_paths("secret", None, "Vault is sealed") >= {vault_path_key("shop/gone")}
+
+
+def test_keys_version_moves_only_when_keys_come_or_go(model: ResourceModel) -> None:
+    before = model.keys_version(KUSTOMIZATION)
+    model.upsert(kustomization("apps"))
+    added = model.keys_version(KUSTOMIZATION)
+    assert added != before
+    model.upsert(failing_kustomization("apps"))  # an update of the same key
+    assert model.keys_version(KUSTOMIZATION) == added
+    model.delete(KUSTOMIZATION, FLUX_NS, "apps")
+    assert model.keys_version(KUSTOMIZATION) not in (before, added)
+    assert model.keys_version(EXTERNAL_SECRET) == 0
+
+
+def test_sorted_keys_follow_the_nodes_order(model: ResourceModel) -> None:
+    for name, namespace in [("b", "z"), ("a", "z"), ("c", "a")]:
+        model.upsert(externalsecret(name, namespace, applied_by=None))
+    assert model.sorted_keys(EXTERNAL_SECRET) == [node.key for node in model.nodes(EXTERNAL_SECRET)]
+    assert model.sorted_keys(HELM_RELEASE) == []
+
+
+def failing_kustomization(name: str) -> dict[str, Any]:
+    obj = kustomization(name)
+    obj["status"]["conditions"] = [ready("broken", status="False", reason="BuildFailed")]
+    return obj
+
+
 # -- counts and states --------------------------------------------------------------------------------------
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tui.test_cli import _descendants, _zombie, clean_env
+from tests.support.processes import clean_env, descendants, still_running, zombie
 
 TMUX = shutil.which("tmux")
 
@@ -94,14 +94,14 @@ def test_dropped_ssh_session_stops_the_run_cleanly(terminal: Terminal, tmp_path:
     while not flux_done() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert flux_done(), terminal.screen()
-    children = _descendants(pid)
+    children = descendants(pid)
     assert children, "the sandbox (and its OpenBao) run as children"
     os.kill(pid, signal.SIGHUP)
     deadline = time.monotonic() + 30
-    while Path(f"/proc/{pid}").exists() and not _zombie(pid) and time.monotonic() < deadline:
+    while Path(f"/proc/{pid}").exists() and not zombie(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not Path(f"/proc/{pid}").exists() or _zombie(pid)
+    assert not Path(f"/proc/{pid}").exists() or zombie(pid)
     time.sleep(0.5)
-    assert [p for p in children if Path(f"/proc/{p}").exists() and not _zombie(p)] == []
+    assert still_running(children) == []
     state = json.loads(state_file.read_text())
     assert state["status"] in ("interrupted", "succeeded")  # never left "running"

@@ -1,9 +1,9 @@
-"""ResourceTree and ResourceDetails at 80x24: labels, symbols, incremental updates, filter, details."""
+"""ResourceTree and ResourceDetails at 80x24: labels, symbols, incremental updates, filter, keys, details."""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -13,7 +13,6 @@ from textual.app import App, ComposeResult
 from textual.containers import Horizontal
 from textual.pilot import Pilot
 from textual.widgets import Input, Static
-from textual.widgets.tree import TreeNode
 
 from phases.resources import (
     CLUSTER_SECRET_STORE,
@@ -22,11 +21,12 @@ from phases.resources import (
     KUSTOMIZATION,
     NodeKey,
     ResourceModel,
+    ResourceNode,
     vault_path_key,
 )
 from tests.phases.test_resources import FLUX_NS, externalsecret, kustomization, ready, store
 from widgets.resource_details import ResourceDetails
-from widgets.resource_tree import HEALTH_SYMBOLS, ResourceTree, RowData
+from widgets.resource_tree import HEADINGS, HEALTH_SYMBOLS, DetailRow, Heading, ResourceTree, Row
 
 SnapCompare = Any  # the pytest-textual-snapshot fixture's callable
 
@@ -106,54 +106,67 @@ def tree_of(pilot: Pilot[None]) -> ResourceTree:
     return pilot.app.query_one(ResourceTree)
 
 
-def row(tree: ResourceTree, key: NodeKey) -> TreeNode[RowData]:
-    return tree._rows[key]
+def label(tree: ResourceTree, key: NodeKey) -> str:
+    return tree.label_of(key).plain
 
 
-def label(node: TreeNode[RowData]) -> str:
-    return str(node.label)
-
-
-def child_labels(node: TreeNode[RowData]) -> list[str]:
-    return [label(child) for child in node.children]
+def details(tree: ResourceTree, key: NodeKey) -> list[str]:
+    return [text.plain for text in tree.detail_labels(key)]
 
 
 async def opened(pilot: Pilot[None], key: NodeKey) -> list[str]:
     """Open a row (detail rows are built on opening) and return its detail labels."""
-    node = row(tree_of(pilot), key)
-    node.expand()
+    tree = tree_of(pilot)
+    tree.open_row(key)
     await pilot.pause()
-    return child_labels(node)
+    return details(tree, key)
 
 
 def heading(tree: ResourceTree, title: str) -> str:
-    return next(text for node in iter_rows(tree.root) if (text := label(node)).startswith(title))
+    return next(text for name in HEADINGS if (text := tree.heading_label(name).plain).startswith(title))
 
 
-def iter_rows(node: TreeNode[RowData]) -> Iterator[TreeNode[RowData]]:
-    for child in node.children:
-        yield child
-        yield from iter_rows(child)
+def cursor(tree: ResourceTree) -> Row | None:
+    return tree.cursor_row  # through a function: mypy would keep narrowing the property between keys
+
+
+def all_lines(tree: ResourceTree) -> list[str]:
+    return [tree.line_text(line) for line in range(tree.line_count)]
 
 
 def screen_lines(tree: ResourceTree) -> list[str]:
     return [tree.render_line(y).text for y in range(tree.size.height)]
 
 
+class LabelSpy:
+    """Records the resource labels the tree builds (it builds them lazily, for rows being drawn)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.built: list[str] = []
+        original = ResourceTree._resource_label
+
+        def spy(tree: ResourceTree, node: ResourceNode, model: ResourceModel) -> Text:
+            text = original(tree, node, model)
+            self.built.append(text.plain)
+            return text
+
+        monkeypatch.setattr(ResourceTree, "_resource_label", spy)
+
+
 async def test_rows_lead_with_a_health_symbol_and_show_short_status() -> None:
     async with TreeHost(sample_model()).run_test(size=(80, 24)) as pilot:
         tree = tree_of(pilot)
-        assert label(row(tree, K_APPS)) == "✔ apps (flux-system)  main@0123456"
-        assert label(row(tree, K_INFRA)) == "✘ infra (flux-system)  kustomize build failed: accumulating re…"
-        assert not row(tree, K_APPS).children  # closed: no detail rows built yet
-        assert row(tree, K_APPS).allow_expand and not row(tree, K_INFRA).allow_expand
+        assert label(tree, K_APPS) == "✔ apps (flux-system)  main@0123456"
+        assert label(tree, K_INFRA) == "✘ infra (flux-system)  kustomize build failed: accumulating re…"
+        assert details(tree, K_APPS) == []  # closed: no detail rows built yet
+        assert tree.has_details(K_APPS) and not tree.has_details(K_INFRA)
         assert await opened(pilot, K_APPS) == ["applies 2 ExternalSecrets"]
         assert await opened(pilot, ES_DB) == ["secret: db-credentials", "vault: secret/shop/db ✔ exists"]
         assert (await opened(pilot, ES_API))[1] == "vault: secret/shop/api ✘ missing"
         db_path = vault_path_key("shop/db")
-        assert label(row(tree, db_path)) == "✔ shop/db  2 keys"
+        assert label(tree, db_path) == "✔ shop/db  2 keys"
         assert await opened(pilot, db_path) == ["· password", "· user", "read by: shop/db"]
-        assert label(row(tree, vault_path_key("shop/api"))) == "! shop/api  missing in Vault"
+        assert label(tree, vault_path_key("shop/api")) == "! shop/api  missing in Vault"
         assert heading(tree, "Kustomizations") == "Kustomizations (2)  ✔ 1  ✘ 1"
         assert heading(tree, "HelmReleases") == "HelmReleases (0) — not installed"
         assert heading(tree, "Vault") == "Vault secret/ (2)  ✔ 1  ! 1"
@@ -161,6 +174,17 @@ async def test_rows_lead_with_a_health_symbol_and_show_short_status() -> None:
         lines = screen_lines(tree)
         assert any("✘ infra" in line for line in lines)
         assert any("! shop/api" in line for line in lines)
+        # Guides and open/closed icons as Textual's Tree draws them.
+        assert all_lines(tree)[:6] == [
+            "▼ Flux  ✔ 1  ✘ 1",
+            "├ ▼ GitRepositories (0)",
+            "├ ▼ Kustomizations (2)  ✔ 1  ✘ 1",
+            "│ ├ ▼ ✔ apps (flux-system)  main@0123456",
+            "│ │ └ applies 2 ExternalSecrets",
+            "│ └ ✘ infra (flux-system)  kustomize build failed: accumulating re…",
+        ]
+        assert "  └ ▶ ✔ shop/api  missing in Vault" not in all_lines(tree)
+        assert "├ ▶ ! shop/api  missing in Vault" in all_lines(tree)
 
 
 async def test_source_and_vault_states_show_in_the_headings() -> None:
@@ -173,39 +197,36 @@ async def test_source_and_vault_states_show_in_the_headings() -> None:
         await pilot.pause()
         assert heading(tree, "ExternalSecrets") == "ExternalSecrets (2) — unreachable  ✔ 2"
         assert heading(tree, "Vault").startswith("Vault secret/ — sealed (2)")
-        assert label(row(tree, vault_path_key("shop/db"))) == "? shop/db  sealed"
+        assert label(tree, vault_path_key("shop/db")) == "? shop/db  sealed"
         assert (await opened(pilot, ES_DB))[1] == "vault: secret/shop/db ? unknown"
+        assert any("? shop/db  sealed" in line for line in screen_lines(tree))
 
 
 async def test_only_changed_rows_are_relabelled(monkeypatch: pytest.MonkeyPatch) -> None:
     model = sample_model()
     async with TreeHost(model).run_test(size=(80, 24)) as pilot:
         tree = tree_of(pilot)
-        keys = model.keys()
-        rows_before = {key: row(tree, key) for key in keys}
-        relabelled: list[str] = []
-        original = TreeNode.set_label
-
-        def spy(node: TreeNode[Any], new_label: Any) -> None:
-            relabelled.append(str(new_label))
-            original(node, new_label)
-
-        monkeypatch.setattr(TreeNode, "set_label", spy)
+        await pilot.pause()
+        others = model.keys() - {ES_DB}
+        kept = {key: tree.label_of(key) for key in others}  # the labels drawn so far
+        spy = LabelSpy(monkeypatch)
 
         changed = model.upsert(externalsecret(synced=False))
         assert changed == {ES_DB}
         tree.apply_changes(model, changed)
+        await pilot.pause()
 
-        assert relabelled == [
-            "✘ db (shop)  could not get secret data from provider",
-            "External Secrets  ✔ 2  ✘ 1",
-            "ExternalSecrets (2)  ✔ 1  ✘ 1",
-        ]
-        assert {key: row(tree, key) for key in keys} == rows_before  # the same TreeNode objects
+        assert spy.built == ["✘ db (shop)  could not get secret data from provider"]
+        assert {key: tree.label_of(key) for key in others} == kept
+        assert all(tree.label_of(key) is kept[key] for key in others)  # the same cached labels
+        assert heading(tree, "External Secrets") == "External Secrets  ✔ 2  ✘ 1"
+        assert heading(tree, "ExternalSecrets") == "ExternalSecrets (2)  ✔ 1  ✘ 1"
+        assert any("✘ db (shop)" in line for line in screen_lines(tree))
 
-        relabelled.clear()
+        spy.built.clear()
         tree.apply_changes(model, model.upsert(externalsecret(synced=False)))  # a no-op change
-        assert relabelled == []
+        await pilot.pause()
+        assert spy.built == []
 
 
 async def test_links_update_both_rows_when_an_externalsecret_moves() -> None:
@@ -214,24 +235,25 @@ async def test_links_update_both_rows_when_an_externalsecret_moves() -> None:
         tree = tree_of(pilot)
         await opened(pilot, K_APPS)
         await opened(pilot, ES_API)
-        applies_row = row(tree, K_APPS).children[0]
         changed = model.upsert(externalsecret(applied_by="infra"))
         assert {ES_DB, K_APPS, K_INFRA} <= changed
         tree.apply_changes(model, changed)
         # The open row is updated in place; the closed one only learns that it now has something to show.
-        assert child_labels(row(tree, K_APPS)) == ["applies 1 ExternalSecret"]
-        assert row(tree, K_APPS).children[0] is applies_row
-        assert row(tree, K_INFRA).allow_expand and not row(tree, K_INFRA).children
+        assert details(tree, K_APPS) == ["applies 1 ExternalSecret"]
+        assert tree.has_details(K_INFRA) and details(tree, K_INFRA) == []
         assert await opened(pilot, K_INFRA) == ["applies 1 ExternalSecret"]
 
         changed = model.set_vault_paths("secret", {"shop/db": ["password"], "shop/api": ["token"]}, None)
         tree.apply_changes(model, changed)
-        assert child_labels(row(tree, ES_API))[1] == "vault: secret/shop/api ✔ exists"
-        assert label(row(tree, vault_path_key("shop/api"))) == "✔ shop/api  1 key"
+        assert details(tree, ES_API)[1] == "vault: secret/shop/api ✔ exists"
+        assert label(tree, vault_path_key("shop/api")) == "✔ shop/api  1 key"
 
+        tree.move_cursor(DetailRow(K_APPS, 0))
         tree.apply_changes(model, model.delete(EXTERNAL_SECRET, "shop", "api"))
         tree.apply_changes(model, model.delete(EXTERNAL_SECRET, "shop", "db"))
-        assert not row(tree, K_APPS).children and not row(tree, K_APPS).allow_expand
+        assert details(tree, K_APPS) == [] and not tree.has_details(K_APPS)
+        assert not tree.is_expanded(K_APPS)  # nothing left to show: closed
+        assert cursor(tree) == K_APPS  # its detail row went: the cursor moved up to it
 
 
 async def test_rows_are_added_in_order_and_removed_with_the_cursor_kept() -> None:
@@ -240,18 +262,87 @@ async def test_rows_are_added_in_order_and_removed_with_the_cursor_kept() -> Non
         tree = tree_of(pilot)
         tree.apply_changes(model, model.upsert(kustomization("base")))
         await pilot.pause()
-        group = row(tree, K_APPS).parent
-        assert group is not None
-        assert [label(child).split()[1] for child in group.children] == ["apps", "base", "infra"]
+        names = [line.split(" (flux-system)")[0].split()[-1] for line in all_lines(tree) if "(flux-" in line]
+        assert names == ["apps", "base", "infra"]
 
-        tree.move_cursor(row(tree, K_INFRA))
+        tree.move_cursor(K_INFRA)
         await pilot.pause()
         assert tree.selected_key == K_INFRA
+        tree.apply_changes(model, model.upsert(kustomization("aaa")))  # a row above the cursor
+        assert tree.selected_key == K_INFRA  # the cursor stays on its row, not on its line number
         tree.apply_changes(model, model.delete(KUSTOMIZATION, FLUX_NS, "infra"))
         await pilot.pause()
-        assert K_INFRA not in tree._rows
-        assert tree.selected_key == (KUSTOMIZATION, FLUX_NS, "base")
-        assert heading(tree, "Kustomizations") == "Kustomizations (2)  ✔ 2"
+        assert K_INFRA not in tree.shown_keys()
+        assert tree.selected_key == (KUSTOMIZATION, FLUX_NS, "base")  # the previous sibling
+        assert heading(tree, "Kustomizations") == "Kustomizations (3)  ✔ 3"
+        for name in ("aaa", "apps", "base"):
+            tree.apply_changes(model, model.delete(KUSTOMIZATION, FLUX_NS, name))
+        assert cursor(tree) == Heading(KUSTOMIZATION)  # no sibling left: the parent
+
+
+async def test_the_keyboard_moves_opens_and_closes_rows() -> None:
+    app = TreeHost(sample_model())
+    async with app.run_test(size=(80, 24)) as pilot:
+        tree = tree_of(pilot)
+        assert [cursor(tree)] == [None]  # no cursor until a key moves it
+        await pilot.press("j")
+        assert cursor(tree) == Heading("flux")
+        await pilot.press("down", "j", "j")
+        assert tree.selected_key == K_APPS
+        await pilot.press("space")  # open
+        assert details(tree, K_APPS) == ["applies 2 ExternalSecrets"]
+        await pilot.press("j")
+        assert cursor(tree) == DetailRow(K_APPS, 0) and tree.selected_key == K_APPS
+        await pilot.press("left")  # from a detail row to its resource
+        assert cursor(tree) == K_APPS
+        await pilot.press("left")  # close it
+        assert not tree.is_expanded(K_APPS)
+        await pilot.press("left")  # a closed resource: to its group
+        assert cursor(tree) == Heading(KUSTOMIZATION)
+        await pilot.press("left")  # close the group
+        assert not tree.is_expanded(KUSTOMIZATION) and not any("apps" in line for line in all_lines(tree))
+        await pilot.press("right")  # open it again
+        await pilot.press("right")  # open: to its first row
+        assert cursor(tree) == K_APPS
+        await pilot.press("right")  # a resource with details: open it
+        assert tree.is_expanded(K_APPS)
+        await pilot.press("end")
+        assert tree.cursor_line == tree.line_count - 1
+        await pilot.press("home", "k")  # up from the top stays there
+        assert tree.cursor_line == 0
+        await pilot.press("pagedown")
+        assert tree.cursor_line == min(tree.line_count - 1, tree.size.height - 1)
+        await pilot.press("pageup")
+        assert tree.cursor_line == 0
+        await pilot.press("enter")  # on a section: fold it
+        assert not tree.is_expanded("flux") and "├ ▼ Kustomizations (2)  ✔ 1  ✘ 1" not in all_lines(tree)
+        await pilot.press("enter")
+        assert tree.is_expanded("flux")
+        assert app.shown == []  # headings have no details to show
+
+
+async def test_a_click_moves_the_cursor_and_shows_the_details() -> None:
+    app = TreeHost(sample_model())
+    async with app.run_test(size=(80, 24)) as pilot:
+        tree = tree_of(pilot)
+        line = all_lines(tree).index(next(text for text in all_lines(tree) if "✘ infra" in text))
+        await pilot.click(ResourceTree, offset=(10, line))
+        await pilot.pause()
+        assert tree.selected_key == K_INFRA and app.shown == [K_INFRA]
+        apps_line = all_lines(tree).index(next(text for text in all_lines(tree) if "✔ apps" in text))
+        await pilot.click(ResourceTree, offset=(4, apps_line))  # on its ▶: opens it
+        await pilot.pause()
+        assert tree.is_expanded(K_APPS) and app.shown == [K_INFRA]
+
+
+async def test_closing_a_heading_takes_the_cursor_with_it() -> None:
+    async with TreeHost(sample_model()).run_test(size=(80, 24)) as pilot:
+        tree = tree_of(pilot)
+        tree.move_cursor(ES_DB)
+        tree.close_row("eso")
+        assert cursor(tree) == Heading("eso")
+        tree.open_row("eso")
+        assert cursor(tree) == Heading("eso")
 
 
 async def test_filter_hides_non_matching_rows_and_escape_restores_them() -> None:
@@ -264,20 +355,20 @@ async def test_filter_hides_non_matching_rows_and_escape_restores_them() -> None
         await pilot.pause()
 
         assert tree.filter_text == "db"
-        assert set(tree._rows) == {ES_DB, vault_path_key("shop/db")}
+        assert tree.shown_keys() == {ES_DB, vault_path_key("shop/db")}
         assert heading(tree, "ExternalSecrets") == "ExternalSecrets (1/2)  ✔ 2"
-        assert any(" db" in line for line in screen_lines(tree))  # the input shows what is typed
+        assert any(" db" in line for line in screen_lines(tree))
 
         await pilot.press("enter")  # keep the filter, back to the tree
         assert tree.has_focus and tree.filter_text == "db"
         await pilot.press("escape")
         await pilot.pause()
         assert tree.filter_text == ""
-        assert set(tree._rows) == pilot.app.model.keys()  # type: ignore[attr-defined]
+        assert tree.shown_keys() == pilot.app.model.keys()  # type: ignore[attr-defined]
         assert heading(tree, "ExternalSecrets") == "ExternalSecrets (2)  ✔ 2"
 
         tree.set_filter("KUSTOMIZATION")  # kind matches too
-        assert {key[0] for key in tree._rows} == {KUSTOMIZATION}
+        assert {key[0] for key in tree.shown_keys()} == {KUSTOMIZATION}
 
 
 async def test_escape_is_left_to_the_app_when_no_filter_is_active() -> None:
@@ -303,9 +394,7 @@ async def test_a_theme_change_restyles_existing_rows() -> None:
         tree = tree_of(pilot)
 
         def symbol_colour() -> object:
-            text = row(tree, K_APPS).label
-            assert isinstance(text, Text)
-            return text.get_style_at_offset(pilot.app.console, 0).color
+            return tree.label_of(K_APPS).get_style_at_offset(pilot.app.console, 0).color
 
         before = symbol_colour()
         app.theme = "gruvbox"
@@ -321,25 +410,22 @@ async def test_enter_posts_show_details_for_the_row_or_what_it_points_at() -> No
         tree = tree_of(pilot)
         app = pilot.app
         assert isinstance(app, TreeHost)
-        tree.move_cursor(row(tree, ES_DB))
+        tree.move_cursor(ES_DB)
         await pilot.press("enter")
         await pilot.pause()
         assert app.shown == [ES_DB]
         assert app.query_one(ResourceDetails).key == ES_DB
 
-        es_row = row(tree, ES_DB)
         await opened(pilot, ES_DB)
-        tree.move_cursor(es_row.children[1])  # "vault: secret/shop/db ✔ exists"
+        tree.move_cursor(DetailRow(ES_DB, 1))  # "vault: secret/shop/db ✔ exists"
         await pilot.press("enter")
         await pilot.pause()
         assert app.shown[-1] == vault_path_key("shop/db")
 
-        group = es_row.parent
-        assert group is not None
-        tree.move_cursor(group)
+        tree.move_cursor(Heading(EXTERNAL_SECRET))
         await pilot.press("enter")  # a group has nothing to show: it folds instead
         await pilot.pause()
-        assert len(app.shown) == 2 and not group.is_expanded
+        assert len(app.shown) == 2 and not tree.is_expanded(EXTERNAL_SECRET)
 
 
 async def test_symbols_stay_without_colour(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -375,7 +461,20 @@ async def test_changes_before_mount_are_applied_on_mount() -> None:
 
     async with EarlyHost(model).run_test(size=(80, 24)) as pilot:
         await pilot.pause()
-        assert set(tree_of(pilot)._rows) == model.keys()
+        assert tree_of(pilot).shown_keys() == model.keys()
+
+
+async def test_an_empty_tree_shows_its_headings() -> None:
+    class EmptyHost(App[None]):
+        def compose(self) -> ComposeResult:
+            yield ResourceTree()
+
+    async with EmptyHost().run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        tree = tree_of(pilot)
+        assert all_lines(tree)[:3] == ["▼ Flux", "├ ▼ GitRepositories", "├ ▼ Kustomizations"]
+        await pilot.press("down", "enter")
+        assert cursor(tree) == Heading("flux") and not tree.is_expanded("flux")
 
 
 async def test_details_panel_renders_odd_objects_and_events() -> None:
@@ -441,32 +540,45 @@ async def test_details_panel_renders_odd_objects_and_events() -> None:
         assert "no longer exists" in str(body.render())
 
 
-async def test_a_large_tree_loads_and_updates_incrementally(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_large_tree_draws_only_the_visible_rows(monkeypatch: pytest.MonkeyPatch) -> None:
     model = ResourceModel()
     model.replace_kind(KUSTOMIZATION, [kustomization(f"k{i:04d}") for i in range(1_500)])
+    spy = LabelSpy(monkeypatch)
     async with TreeHost(model).run_test(size=(80, 24)) as pilot:
         tree = tree_of(pilot)
-        assert len(tree._rows) == 1_500
-        calls: list[object] = []
-        original = TreeNode.add
+        await pilot.pause()
+        assert len(tree.shown_keys()) == 1_500 and tree.line_count == 1_508  # and 8 headings
+        assert 0 < len(spy.built) <= tree.size.height  # labels for the rows on screen, not for 1,500
+        spy.built.clear()
 
-        def spy(*args: Any, **kwargs: Any) -> Any:
-            calls.append(args)
-            return original(*args, **kwargs)
-
-        monkeypatch.setattr(TreeNode, "add", spy)
         tree.apply_changes(model, model.upsert(failing(kustomization("k0750"), "broken")))
-        assert calls == []  # relabelled in place, nothing rebuilt
-        assert label(row(tree, (KUSTOMIZATION, FLUX_NS, "k0750"))).startswith("✘ k0750")
+        await pilot.pause()
+        assert spy.built == []  # off screen: nothing built or drawn
+        assert label(tree, (KUSTOMIZATION, FLUX_NS, "k0750")).startswith("✘ k0750")
+
+        tree.move_cursor((KUSTOMIZATION, FLUX_NS, "k0750"))  # scrolls there
+        await pilot.pause()
+        assert any("✘ k0750" in line for line in screen_lines(tree))
+        await pilot.press("end")
+        await pilot.pause()
+        assert any("Vault" in line for line in screen_lines(tree))
+
+        # A row too wide for the pane ends in "…" left of the scrollbar (no sideways scrolling).
+        tree.apply_changes(model, model.upsert(kustomization("k" * 120)))
+        tree.move_cursor((KUSTOMIZATION, FLUX_NS, "k" * 120))
+        await pilot.pause()
+        visible = tree.scrollable_content_region.width
+        assert visible < tree.size.width  # the scrollbar is there
+        wide = next(line for line in screen_lines(tree) if "kkkk" in line)
+        assert wide[:visible].endswith("…") and not wide[visible:].strip()
 
 
 def select_and_show(key: NodeKey) -> Any:
     async def run_before(pilot: Pilot[None]) -> None:
         tree = tree_of(pilot)
-        node = row(tree, key)
-        node.expand()
+        tree.open_row(key)
         await pilot.pause()
-        tree.move_cursor(node)
+        tree.move_cursor(key)
         await pilot.press("enter")
         await pilot.pause()
 
