@@ -2,29 +2,50 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from phases import manifests
 from phases.config import Config
 from phases.engine import Phase, Step, StepContext
 from phases.flux import applied_revision, reconcile_state, request_reconcile
 from phases.health import externalsecret_synced, flux_ready
-from phases.kube import EXTERNAL_SECRETS, GIT_REPOSITORIES, KUSTOMIZATIONS, SECRETS, KubeClient
+from phases.kube import EXTERNAL_SECRETS, GIT_REPOSITORIES, KUSTOMIZATIONS, KubeClient
 from phases.platform import Platform, wait_until
 
 
 def unsynced_external_secrets(kube: KubeClient) -> list[str]:
-    """Every ExternalSecret that is not synced or whose target Secret is missing, with the reason."""
+    """Every ExternalSecret that is not synced to its target Secret, with the reason.
+
+    From the ExternalSecrets' status alone: the target Secrets hold the values, and reading them would bring
+    copies back into this process after the post-phase-2 sweep.
+    """
     problems = []
     for obj in kube.list(EXTERNAL_SECRETS):
         metadata = obj.get("metadata") or {}
         name, namespace = metadata.get("name", "?"), metadata.get("namespace", "?")
-        synced, message = externalsecret_synced(obj)
+        synced, message = target_synced(obj)
         if not synced:
             problems.append(f"{namespace}/{name}: {message}")
-            continue
-        target = ((obj.get("spec") or {}).get("target") or {}).get("name") or name
-        if kube.get(SECRETS, target, namespace) is None:
-            problems.append(f"{namespace}/{name}: target Secret {target} missing")
     return problems
+
+
+def target_synced(obj: Mapping[str, Any]) -> tuple[bool, str]:
+    """(synced, message) for an ExternalSecret: Ready (SecretSynced) and bound to its target Secret.
+
+    ESO sets ``status.binding.name`` to the Secret it wrote and keeps Ready only while that Secret is
+    current (it recreates a deleted one), so no Secret needs to be read.
+    """
+    synced, message = externalsecret_synced(obj)
+    if not synced:
+        return False, message
+    target = ((obj.get("spec") or {}).get("target") or {}).get("name") or (obj.get("metadata") or {}).get(
+        "name"
+    )
+    bound = ((obj.get("status") or {}).get("binding") or {}).get("name")
+    if bound != target:
+        return False, f"synced, but not bound to its target Secret {target} yet"
+    return True, message
 
 
 def build_applications_phase(config: Config, platform: Platform) -> Phase:
@@ -91,7 +112,7 @@ def build_applications_phase(config: Config, platform: Platform) -> Phase:
                 "Application ExternalSecrets synced",
                 secrets_check,
                 secrets_wait,
-                ("GET ExternalSecrets (all namespaces) and their target Secrets",),
+                ("GET ExternalSecrets (all namespaces): Ready and bound to their target Secrets",),
             ),
         ),
     )

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from phases import manifests
+from phases.applications import target_synced
 from phases.config import Config
 from phases.engine import Phase, Step, StepContext, StepError
 from phases.flux import reconcile_state, request_reconcile
-from phases.health import externalsecret_synced, flux_ready
+from phases.health import flux_ready
+from phases.infrastructure import secret_exists
 from phases.kube import EXTERNAL_SECRETS, GIT_REPOSITORIES, SECRETS
 from phases.platform import Platform, wait_until
 
@@ -18,13 +20,11 @@ def build_flux_auth_phase(config: Config, platform: Platform) -> Phase:
     external_secret = manifests.git_auth_external_secret(config)
 
     def git_auth_synced() -> tuple[bool, str]:
+        # The ExternalSecret's status says it; the Secret itself (the token) is never read back.
         obj = kube.get(EXTERNAL_SECRETS, flux.git_auth_secret, flux.namespace)
         if obj is None:
             return False, "ExternalSecret not found"
-        synced, message = externalsecret_synced(obj)
-        if synced and kube.get(SECRETS, flux.git_auth_secret, flux.namespace) is None:
-            return False, f"synced, but Secret {flux.namespace}/{flux.git_auth_secret} does not exist yet"
-        return synced, message
+        return target_synced(obj)
 
     async def external_secret_check(ctx: StepContext) -> bool:
         def check() -> bool:
@@ -76,7 +76,8 @@ def build_flux_auth_phase(config: Config, platform: Platform) -> Phase:
         )
 
     async def cleanup_check(ctx: StepContext) -> bool:
-        return await ctx.to_thread(kube.get, SECRETS, flux.bootstrap_secret, flux.namespace) is None
+        # It holds the GitHub token: read into locked memory and zeroed, not through the client's copies.
+        return not await ctx.to_thread(secret_exists, kube, flux.bootstrap_secret, flux.namespace)
 
     async def cleanup_apply(ctx: StepContext) -> None:
         # Only once Flux is proven to work without it.

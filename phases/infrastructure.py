@@ -104,7 +104,7 @@ def build_infrastructure_phase(config: Config, platform: Platform) -> Phase:
         if repo is None or (repo.get("spec") or {}).get("url") != config.deployments.url:
             return False
         secret_name = ((repo.get("spec") or {}).get("secretRef") or {}).get("name")
-        if not secret_name or kube.get(SECRETS, secret_name, flux.namespace) is None:
+        if not secret_name or not secret_exists(kube, secret_name, flux.namespace):  # values not kept
             return False
         return kube.get(KUSTOMIZATIONS, flux.infra_kustomization, flux.namespace) is not None
 
@@ -149,9 +149,9 @@ def build_infrastructure_phase(config: Config, platform: Platform) -> Phase:
             return False, f"StatefulSet {vault.namespace}/{vault.service} not found"
         try:
             status = platform.vault().status()
-        except StepError:  # no Service address yet
+        except StepError as error:  # no Service address yet, or it does not answer (the pod restarting)
             platform.forget_vault()
-            raise
+            return False, str(error)
         if not status.reachable:
             platform.forget_vault()
             return False, f"Vault API not answering yet ({status.error})"
@@ -177,7 +177,7 @@ def build_infrastructure_phase(config: Config, platform: Platform) -> Phase:
         status = await ctx.to_thread(lambda: platform.vault().status())
         if not status.reachable:
             raise StepError(f"Vault at {platform.vault().address} is unreachable: {status.error}")
-        has_keys = await ctx.to_thread(platform.init_keys_secret) is not None
+        has_keys = await ctx.to_thread(platform.has_init_keys)
         if status.initialized and not has_keys:
             raise StepError(
                 f"Vault at {platform.vault().address} is already initialised but Secret "
@@ -218,7 +218,7 @@ def build_infrastructure_phase(config: Config, platform: Platform) -> Phase:
             ctx.log(f"init keys stored in Secret {vault.namespace}/{vault.init_secret}")
         finally:
             data.clear()
-            memory.sweep_later(result.unseal_keys)
+            memory.sweep_later([result.root_token, *result.unseal_keys])
             result.root_token.wipe()
             for key in result.unseal_keys:
                 key.wipe()
@@ -237,8 +237,7 @@ def build_infrastructure_phase(config: Config, platform: Platform) -> Phase:
             ctx.log(f"unsealing Vault with keys from Secret {vault.namespace}/{vault.init_secret}")
             status = await ctx.to_thread(platform.vault().unseal, keys)
         finally:
-            # Read through the Kubernetes client, the keys were copied there: the sweep after phase 2
-            # looks for those copies too.
+            # Read into locked memory, so no copy should exist: the sweep after phase 2 checks that too.
             memory.sweep_later(keys)
             for key in keys:
                 key.wipe()
@@ -468,37 +467,124 @@ def _send_json(
 ) -> tuple[int, bytes]:
     """(status, error body): the body is returned only for a failure (a Status, which holds no data)."""
     content_type = "application/merge-patch+json" if merge_patch else "application/json"
+    with memory.LockedWriter() as payload:
+        memory.write_json(payload, body, default=_write_secret_value)
+        with payload.view() as view:
+            answer = _exchange(pool, method, path, kube, configuration, view, content_type)
+    try:
+        return answer.status, (b"" if 200 <= answer.status < 300 else answer.body_bytes())
+    finally:
+        answer.close()
+
+
+def _exchange(
+    pool: memory.HttpPool,
+    method: str,
+    path: str,
+    kube: KubeClient,
+    configuration: Any,
+    payload: memoryview | None = None,
+    content_type: str = "application/json",
+) -> memory.HttpAnswer:
+    """One request with the kubeconfig's credentials, assembled in a locked buffer; the answer is in one."""
     headers = {
         "Host": pool.host_header,
         "User-Agent": kube.user_agent,
         "Accept": "application/json",
-        "Content-Type": content_type,
         "Connection": "close",
     }
+    if payload is not None:
+        headers["Content-Type"] = content_type
     bearer = (configuration.auth_settings().get("BearerToken") or {}).get("value")
     if bearer:
         headers["Authorization"] = str(bearer)
-    with memory.LockedWriter() as payload, memory.LockedWriter() as request:
-        memory.write_json(payload, body, default=_write_secret_value)
+    with memory.LockedWriter() as request:
         request.write_ascii(f"{method} {pool.base_path}{path} HTTP/1.1\r\n")
         for header, value in headers.items():
             if "\r" in value or "\n" in value:
                 raise KubeError(f"invalid {header} header from the kubeconfig")
             request.write(f"{header}: {value}\r\n".encode("latin-1"))
-        request.write_ascii(f"Content-Length: {payload.length}\r\n\r\n")
-        with payload.view() as view:
-            request.write(view)
-        payload.close()
+        request.write_ascii(f"Content-Length: {len(payload) if payload is not None else 0}\r\n\r\n")
+        if payload is not None:
+            request.write(payload)
         try:
             with request.view() as wire:
-                answer = pool.exchange(wire, method=method, timeout=kube.timeout)
+                return pool.exchange(wire, method=method, timeout=kube.timeout)
         except OSError as error:
             reason = "timed out" if isinstance(error, TimeoutError) else (error.strerror or str(error))
             raise KubeUnreachable(f"Kubernetes API {configuration.host} unreachable: {reason}") from None
+
+
+def read_secret(kube: KubeClient, name: str, namespace: str) -> dict[str, SecretValue] | None:
+    """A Secret's ``data``, each value decoded into a SecretValue named after its key; None when missing.
+
+    The answer (base64 data included) is read into locked memory and zeroed; nothing is copied. Reading it
+    through the official client would leave copies of the values (its HTTP, JSON and ``str`` layers) in this
+    process, after the post-phase-2 sweep too. Raises KubeError like KubeClient.
+    """
+    configuration = kube._api().configuration
+    if getattr(configuration, "proxy", None):
+        _log.warning(
+            "the kubeconfig uses a proxy: Secret %s/%s is read by the Kubernetes client", namespace, name
+        )
+        return _read_with_client(kube, name, namespace)
+    pool = _kube_pool(configuration)
     try:
-        return answer.status, (b"" if 200 <= answer.status < 300 else answer.body_bytes())
+        answer = _exchange(pool, "GET", SECRETS.path(namespace, name), kube, configuration)
+    finally:
+        pool.close()
+    what = f"get {SECRETS.describe(name, namespace)}"
+    try:
+        if answer.status == 404:
+            return None
+        if not 200 <= answer.status < 300:
+            raise _refusal(answer.status, answer.body_bytes(), what)  # a Status: it holds no data
+        values: dict[str, SecretValue] = {}
+        try:
+            with answer.body() as document:
+                for item in memory.json_values(document):
+                    if item.kind == "string" and len(item.path) == 2 and item.path[0] == "data":
+                        key = str(item.path[1])
+                        with document[item.start : item.end] as encoded:
+                            values[key] = _decoded(key, encoded)
+        except ValueError as error:
+            for value in values.values():
+                value.wipe()
+            raise KubeError(f"{what}: unreadable answer ({error})") from None
+        return values
     finally:
         answer.close()
+
+
+def _decoded(name: str, encoded: memoryview) -> SecretValue:
+    """A JSON string's base64 content (in locked memory) decoded into a SecretValue, through locked memory."""
+    with memory.LockedWriter(len(encoded)) as text, memory.LockedWriter(len(encoded)) as plain:
+        memory.json_unescape_into(encoded, text)
+        with text.view() as base64_text:
+            memory.decode_base64(base64_text, plain)
+        with plain.view() as view:
+            return SecretValue.from_bytes(name, view)
+
+
+def _read_with_client(kube: KubeClient, name: str, namespace: str) -> dict[str, SecretValue] | None:
+    """Through the official client: its layers copy the values (the sweep after phase 2 looks for them)."""
+    secret = kube.get(SECRETS, name, namespace)
+    if secret is None:
+        return None
+    data = secret.get("data") or {}
+    values = {
+        str(key): SecretValue.from_bytes(str(key), base64.b64decode(value)) for key, value in data.items()
+    }
+    memory.sweep_later(values.values())
+    return values
+
+
+def secret_exists(kube: KubeClient, name: str, namespace: str) -> bool:
+    """Whether the Secret exists: read as :func:`read_secret` does, its values wiped at once."""
+    values = read_secret(kube, name, namespace)
+    for value in (values or {}).values():
+        value.wipe()
+    return values is not None
 
 
 def _store_with_client(

@@ -12,7 +12,8 @@ What lives here, and why (see README "Security" for the guarantees and their lim
   ``memset``), in Python's ``os.environ`` bytes object and in the initial environment block
   (``env_start``..``env_end`` of ``/proc/self/stat``), then the variable is unset.
 * The sweep: :class:`NeedleSet` (the forms to look for, in locked memory) and :func:`sweep`, which reads the
-  process's own writable memory through ``/proc/self/mem``, zeroes every hit and reports a
+  process's own writable memory through ``/proc/self/mem`` (pages in use only, per ``/proc/self/pagemap``),
+  finds every form with ``memmem`` over cache-sized chunks (without the GIL), zeroes every hit and reports a
   :class:`SweepReport` ("4 secrets wiped, 0 copies found").
 * :func:`harden_process`: no core dumps, not dumpable (unless ``GITOPS_TUI_ALLOW_MEMORY_READ=1``), the sweep
   switched on, log records redacted.
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import importlib
+import errno
 import logging
 import mmap
 import os
@@ -61,6 +62,7 @@ __all__ = [
     "Protection",
     "SweepReport",
     "code_points",
+    "decode_base64",
     "enable_sweep",
     "find_byte",
     "harden_process",
@@ -95,7 +97,10 @@ PAUSE_FILE_ENV: Final = "GITOPS_TUI_PAUSE_FILE"
 PAGE: Final = mmap.PAGESIZE
 MIN_NEEDLE_BYTES: Final = 8
 """Shorter forms are not searched: zeroing every 5-byte match in a process would destroy unrelated data."""
-SCAN_CHUNK: Final = 1024 * 1024
+MIN_DISTINCT_BYTES: Final = 5
+"""A value with fewer distinct bytes (``aaaaaaaa``, ``12121212``) matches ordinary memory: not searched."""
+SCAN_CHUNK: Final = 128 * 1024
+"""Memory is searched this much at a time: it stays in the CPU cache while every needle is looked for."""
 _MADV_WIPEONFORK: Final = 18  # Linux >= 4.14; the mmap module does not name it
 _PR_SET_DUMPABLE: Final = 4
 _PR_GET_DUMPABLE: Final = 3
@@ -484,6 +489,25 @@ def write_base64(out: LockedWriter, view: memoryview) -> None:
         out.write_byte(0x3D)
 
 
+_B64_VALUE: Final = {octet: index for index, octet in enumerate(_B64)}
+
+
+def decode_base64(view: memoryview, out: LockedWriter) -> None:
+    """Standard base64 (padding optional) decoded byte by byte into ``out``; ValueError if it is not."""
+    bits = count = 0
+    for octet in view:
+        if octet == 0x3D:  # "=": the end
+            break
+        value = _B64_VALUE.get(octet)
+        if value is None:
+            raise ValueError("not base64")
+        bits = (bits << 6 | value) & 0xFFFFFF
+        count += 6
+        if count >= 8:
+            count -= 8
+            out.write_byte((bits >> count) & 0xFF)
+
+
 def _write_hex(out: LockedWriter, view: memoryview, digits: bytes) -> None:
     for octet in view:
         out.write_byte(digits[octet >> 4])
@@ -585,7 +609,7 @@ _SWEEP_FORMS: Final = (
     "base64+1",
     "base64+2",
 )
-_HALVED_ONLY: Final = frozenset({"utf-16-le", "utf-32-le"})  # searched by halves only: fewer patterns
+_HALVED_ONLY: Final = frozenset({"raw", "utf-16-le", "utf-32-le"})  # searched by halves only: fewer patterns
 TEXT_FORMS: Final = (
     "raw",
     "json",
@@ -598,6 +622,28 @@ TEXT_FORMS: Final = (
     "base64+2",
 )
 """The forms that can appear inside text (log lines, messages): what redaction replaces."""
+
+
+def _distinctive(view: memoryview) -> bool:
+    """Whether zeroing every match of ``view`` in memory is safe: a value of a few repeated bytes is not."""
+    return len(set(view)) >= MIN_DISTINCT_BYTES  # a set of small ints: no copy of the value
+
+
+def _halves_distinctive(view: memoryview) -> bool:
+    """Whether each half of ``view`` can be searched alone: not when a half is a plain lowercase, uppercase
+    or digit run (``mysecretpassword`` halves to ``password``, which libraries' own strings hold)."""
+    middle = len(view) // 2
+    for half in (view[:middle], view[middle:]):
+        with half:
+            distinct = set(half)
+            plain = (
+                all(0x61 <= b <= 0x7A for b in distinct)
+                or all(0x41 <= b <= 0x5A for b in distinct)
+                or all(0x30 <= b <= 0x39 for b in distinct)
+            )
+            if plain or len(distinct) < MIN_DISTINCT_BYTES:
+                return False
+    return True
 
 
 class NeedleSet:
@@ -619,17 +665,28 @@ class NeedleSet:
     def longest(self) -> int:
         return max((needle.length for needle in self._needles), default=0)
 
+    @property
+    def address(self) -> int:
+        """Where the forms are (a locked buffer): a needle is ``length`` bytes at ``address + offset``."""
+        return self._writer.buffer.address
+
     def add(self, secret: SecretLike, forms: Sequence[str] = _SWEEP_FORMS, *, halves: bool = True) -> None:
         """Add the forms of ``secret`` (still held) that are at least :data:`MIN_NEEDLE_BYTES` long."""
         if secret.wiped:
             return
         with secret.exposed() as view:
-            halves = halves and len(view) // 2 >= MIN_NEEDLE_BYTES
+            if not _distinctive(view):
+                self.unsearchable.append(secret.name)
+                return
+            halves = halves and len(view) // 2 >= MIN_NEEDLE_BYTES and _halves_distinctive(view)
             searchable = False
             for form in forms:
                 if halves and form in _HALVED_ONLY:  # its halves (below) find a whole copy too
                     continue
-                searchable = self._append(secret.name, form, view, form, is_part=False) or searchable
+                added = self._append(
+                    secret.name, form, view, form, is_part=False, covered=view if halves else None
+                )
+                searchable = added or searchable
             if halves:
                 middle = len(view) // 2
                 with view[:middle] as first, view[middle:] as second:
@@ -642,8 +699,18 @@ class NeedleSet:
         elif secret.name not in self.names:
             self.names.append(secret.name)
 
-    def _append(self, name: str, label: str, view: memoryview, form: str, *, is_part: bool) -> bool:
-        """Add one form; True when it is searched for (added now, or already there)."""
+    def _append(
+        self,
+        name: str,
+        label: str,
+        view: memoryview,
+        form: str,
+        *,
+        is_part: bool,
+        covered: memoryview | None = None,
+    ) -> bool:
+        """Add one form; True when it is searched for (added now, already there, or equal to ``covered``,
+        the raw value whose halves are searched: e.g. Latin-1 or JSON of plain ASCII)."""
         writer = self._writer
         start = writer.length
         try:
@@ -657,12 +724,16 @@ class NeedleSet:
         if not complete or length < MIN_NEEDLE_BYTES:
             writer.truncate(start)
             return False
-        if self._duplicate(start, length):
+        if self._duplicate(start, length) or (covered is not None and self._equals(start, length, covered)):
             writer.truncate(start)
             return True
         writer.truncate(start + length)
         self._needles.append(_Needle(name, label, start, length, is_part))
         return True
+
+    def _equals(self, start: int, length: int, other: memoryview) -> bool:
+        with self._writer.buffer.view[start : start + length] as candidate:
+            return candidate == other
 
     def _duplicate(self, start: int, length: int) -> bool:
         buffer = self._writer.buffer
@@ -795,7 +866,7 @@ class SweepReport:
         if others:
             text += f"; {others} stray copies of {', '.join(sorted(self.other_copies))} zeroed"
         if self.unsearchable:
-            text += f"; too short to scan for: {', '.join(self.unsearchable)}"
+            text += f"; too short or too simple to scan for: {', '.join(self.unsearchable)}"
         return text
 
     def as_dict(self) -> dict[str, object]:
@@ -813,7 +884,10 @@ class _Region:
 
 
 def _writable_regions(exclude: Mapping[int, int]) -> list[_Region]:
-    """Private writable mappings from /proc/self/maps, minus the given [address, address+size) ranges."""
+    """Private writable mappings from /proc/self/maps, minus the given [address, address+size) ranges.
+
+    Read-only and shared mappings cannot hold a copy we made; ``[vvar]`` and friends are the kernel's.
+    """
     holes = sorted((start, start + size) for start, size in exclude.items())
     regions: list[_Region] = []
     with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:  # noqa: PTH123
@@ -840,6 +914,45 @@ def _writable_regions(exclude: Mapping[int, int]) -> list[_Region]:
     return regions
 
 
+_PAGEMAP_BATCH: Final = 4096  # pages per pagemap read (32 KB of entries)
+# The top byte of a pagemap entry: bit 63 page present, bit 62 swapped out. Either may hold data; a page that
+# is neither was never written (or was given back with MADV_DONTNEED) and reads as zeros.
+_IN_USE: Final = bytes(0x31 if octet & 0xC0 else 0x30 for octet in range(256))  # "1" in use, "0" not
+_IN_USE_RUN: Final = re.compile(b"1+")
+
+
+def _pages_in_use(pagemap: int | None, region: _Region) -> Iterator[tuple[int, int]]:
+    """[start, end) runs of ``region`` whose pages are present or swapped; all of it without a pagemap."""
+    if pagemap is None:
+        yield region.start, region.end
+        return
+    first = region.start // PAGE
+    last = -(-region.end // PAGE)
+    run_start: int | None = None
+    for batch in range(first, last, _PAGEMAP_BATCH):
+        count = min(_PAGEMAP_BATCH, last - batch)
+        try:
+            entries = os.pread(pagemap, count * 8, batch * 8)
+        except OSError:
+            entries = b"\xff" * (count * 8)  # unknown: scan it
+        if len(entries) < count * 8:
+            entries += b"\xff" * (count * 8 - len(entries))
+        flags = entries[7::8].translate(_IN_USE)  # little-endian: byte 7 of each entry is its top byte
+        cursor = 0
+        for match in _IN_USE_RUN.finditer(flags):
+            if match.start() != cursor and run_start is not None:  # a gap: the open run ends
+                yield run_start, (batch + cursor) * PAGE
+                run_start = None
+            if run_start is None:
+                run_start = (batch + match.start()) * PAGE
+            cursor = match.end()
+        if cursor != count and run_start is not None:
+            yield run_start, (batch + cursor) * PAGE
+            run_start = None
+    if run_start is not None:
+        yield run_start, last * PAGE
+
+
 def sweep(needles: NeedleSet, *, secrets_wiped: int, primary: Iterable[str] | None = None) -> SweepReport:
     """Scan this process's writable memory for every needle and zero each hit. Wipes ``needles``.
 
@@ -847,7 +960,8 @@ def sweep(needles: NeedleSet, *, secrets_wiped: int, primary: Iterable[str] | No
     needles (e.g. Vault unseal keys remembered by :func:`sweep_later`) are reported as ``other_copies``.
     Reads and writes go through ``/proc/self/mem`` (an unmapped page is an error there, not a crash). Our own
     locked buffers (the needles, the scan buffer, secrets still held) are not scanned. Runs in the calling
-    thread; call it while the app is idle.
+    thread and mostly without the GIL (the searches are ``memmem`` calls through ctypes), so a caller on an
+    event loop runs it in a worker thread (``asyncio.to_thread``) and the loop keeps going meanwhile.
     """
     started = time.monotonic()
     names, unsearchable = tuple(needles.names), tuple(needles.unsearchable)
@@ -880,113 +994,139 @@ def sweep(needles: NeedleSet, *, secrets_wiped: int, primary: Iterable[str] | No
     )
 
 
-def _scan(needles: NeedleSet, hits: dict[str, list[int]]) -> tuple[int, int]:
-    """Fills ``hits`` (name -> [found, zeroed]); returns (bytes scanned, regions)."""
-    scanned = regions = 0
-    overlap = needles.longest - 1
-    matcher = _Matcher(needles)
-    scratch = LockedBuffer(SCAN_CHUNK + overlap)
-    check = LockedBuffer(needles.longest)
-    descriptor = os.open("/proc/self/mem", os.O_RDWR | os.O_CLOEXEC)
-    try:
-        for region in _writable_regions({**_live_regions, **matcher.exclude}):
-            regions += 1
-            position = region.start
-            while position < region.end:
-                size = min(SCAN_CHUNK + overlap, region.end - position)
-                with scratch.view[:size] as window:
-                    try:
-                        got = os.preadv(descriptor, [window], position)
-                    except OSError:  # unmapped meanwhile, or a guard page: go on a page further
-                        got = 0
-                if got <= 0:
-                    position += PAGE
-                    continue
-                scanned += got
-                for hit, length, name in matcher.hits(scratch, got):
-                    counts = hits.setdefault(name, [0, 0])
-                    counts[0] += 1
-                    if _zero_at(descriptor, position + hit, length, check, matcher):
-                        counts[1] += 1
-                if position + got >= region.end:
-                    break
-                position += max(got - overlap, 1)
-    finally:
-        os.close(descriptor)
-        scratch.close()
-        check.close()
-        matcher.wipe()
-    return scanned, regions
+# CDLL calls release the GIL: the searches run beside the app's threads.
+_memmem = _c_function(
+    _libc, "memmem", ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t
+)
+_memcmp = _c_function(_libc, "memcmp", ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
 
 
-class _Matcher:
-    """All needles as one regular expression: one pass over memory instead of one ``find`` per needle.
+@dataclass
+class _Copy:
+    """Adjacent hits of one secret's needles (a whole raw copy is found as its two halves): one copy."""
 
-    The pattern is written one byte per ``(?:x)`` group, so neither its source nor its compiled code (one
-    LITERAL opcode per byte) holds a needle's bytes next to each other; the source is zeroed afterwards.
-    Alternatives are in needle order (full forms before halves), so the first that matches is reported.
+    secret: str
+    start: int
+    end: int
+    zeroed: bool = True
+
+
+class _Scanner:
+    """Searches chunks of memory for every needle, one ``memmem`` per needle per chunk.
+
+    A chunk is small enough to stay in the CPU cache while every needle is looked for in it, so memory is read
+    once; glibc's ``memmem`` skips ahead by up to the needle's length, and a ctypes call releases the GIL. The
+    needles are passed by address: they stay in the needle set's locked buffer, no ``bytes`` copy is made.
     """
 
-    def __init__(self, needles: NeedleSet) -> None:
-        self._needles = needles
-        self.exclude: dict[int, int] = {}
-        source = bytearray()
-        for index, (_needle, view) in enumerate(needles.items()):
-            if index:
-                source += b"|"
-            for octet in view:
-                source += b"(?:" + re.escape(bytes((octet,))) + b")"
-        self._source: bytes | None = bytes(source)
-        source[:] = bytes(len(source))
-        self.exclude[id(self._source)] = sys.getsizeof(self._source)
-        # Not re.compile: its cache would keep the source (and so the pattern) alive after the sweep.
-        compiler: Any = importlib.import_module("re._compiler")
-        self._pattern: re.Pattern[bytes] | None = compiler.compile(self._source, 0)
+    def __init__(self, needles: NeedleSet, descriptor: int) -> None:
+        self.needles = [needle for needle, _ in needles.items()]
+        self.base = needles.address
+        self.longest = needles.longest
+        self.descriptor = descriptor
+        self.scratch = LockedBuffer(SCAN_CHUNK + self.longest)
+        self.check = LockedBuffer(self.longest)
 
-    def hits(self, scratch: LockedBuffer, size: int) -> Iterator[tuple[int, int, str]]:
-        """(offset, length, secret name) of every needle in ``scratch[:size]``, each zeroed in ``scratch``."""
-        assert self._pattern is not None
-        with scratch.view[:size] as window:
-            position = 0
-            while True:
-                match = self._pattern.search(window, position)
-                if match is None:
-                    return
-                start, end = match.span()
-                del match
-                name = self._which(scratch, start, end)
-                scratch.zero(start, end)  # so a half does not find this copy again
-                yield start, end - start, name
-                position = start + 1
+    def close(self) -> None:
+        self.scratch.close()
+        self.check.close()
 
-    def _which(self, scratch: LockedBuffer, start: int, end: int) -> str:
-        with scratch.view[start:end] as found:
-            for needle, view in self._needles.items():
-                if len(view) == end - start and view == found:
-                    return needle.secret
-        return "?"
+    def region(self, start: int, end: int) -> Iterator[tuple[int, int, str]]:
+        """(address, length, secret) of every needle found in [start, end), in address order per chunk."""
+        overlap = self.longest - 1
+        scratch, base = self.scratch, self.scratch.address
+        position = start
+        while position < end:
+            size = min(SCAN_CHUNK + overlap, end - position)
+            with scratch.view[:size] as window:
+                try:
+                    got = os.preadv(self.descriptor, [window], position)
+                except OSError:  # unmapped meanwhile, or a guard page: go on a page further
+                    got = 0
+            if got <= 0:
+                position += PAGE
+                continue
+            last = position + got >= end
+            # A needle starting in the overlap is found whole in the next chunk: report it there only.
+            limit = got if last else got - overlap
+            found: list[tuple[int, int, str]] = []
+            for needle in self.needles:
+                length = needle.length
+                at = _memmem(base, got, self.base + needle.offset, length)
+                while at:
+                    offset = at - base
+                    if offset >= limit:
+                        break
+                    found.append((position + offset, length, needle.secret))
+                    at = _memmem(at + 1, got - offset - 1, self.base + needle.offset, length)
+            scratch.zero(0, got)
+            found.sort()
+            yield from found
+            if last:
+                break
+            position += limit
 
-    def is_needle(self, view: memoryview) -> bool:
-        assert self._pattern is not None
-        return self._pattern.fullmatch(view) is not None
+    def zero(self, address: int, length: int) -> bool:
+        """Zero ``length`` bytes at ``address`` if they still are a needle (read again into locked memory).
 
-    def wipe(self) -> None:
-        if self._source is not None:
-            wipe_bytes_object(self._source)
-        self._source = self._pattern = None
+        Between the search and now the memory may have been reused (the sweep runs beside the app's threads):
+        only what still matches is overwritten.
+        """
+        try:
+            with self.check.view[:length] as room:
+                if os.preadv(self.descriptor, [room], address) != length:
+                    return False
+            still = any(
+                needle.length == length
+                and _memcmp(self.check.address, self.base + needle.offset, length) == 0
+                for needle in self.needles
+            )
+            self.check.zero()
+            return not still or os.pwrite(self.descriptor, bytes(length), address) == length
+        except OSError:
+            return False
 
 
-def _zero_at(descriptor: int, address: int, length: int, check: LockedBuffer, matcher: _Matcher) -> bool:
-    """Zero ``length`` bytes at ``address`` if they still are a needle (read again into locked memory)."""
+def _scan(needles: NeedleSet, hits: dict[str, list[int]]) -> tuple[int, int]:
+    """Fills ``hits`` (name -> [copies found, copies zeroed]); returns (bytes scanned, regions)."""
+    scanned = regions = 0
+    if _memmem is None or _memcmp is None:
+        raise OSError(errno.ENOSYS, "the C library has no memmem")
+    descriptor = os.open("/proc/self/mem", os.O_RDWR | os.O_CLOEXEC)
     try:
-        with check.view[:length] as room:
-            if os.preadv(descriptor, [room], address) != length:
-                return False
-            still = matcher.is_needle(room)
-            check.zero()
-        return not still or os.pwrite(descriptor, bytes(length), address) == length
+        pagemap: int | None = os.open("/proc/self/pagemap", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
-        return False
+        pagemap = None
+    scanner = _Scanner(needles, descriptor)
+    copy: _Copy | None = None
+
+    def count(finished: _Copy) -> None:
+        tally = hits.setdefault(finished.secret, [0, 0])
+        tally[0] += 1
+        tally[1] += finished.zeroed
+
+    try:
+        for region in _writable_regions(_live_regions):
+            regions += 1
+            for start, end in _pages_in_use(pagemap, region):
+                scanned += end - start
+                for address, length, secret in scanner.region(start, end):
+                    zeroed = scanner.zero(address, length)
+                    if copy is not None and copy.secret == secret and address <= copy.end:
+                        copy.end = max(copy.end, address + length)
+                        copy.zeroed = copy.zeroed and zeroed
+                        continue
+                    if copy is not None:
+                        count(copy)
+                    copy = _Copy(secret, address, address + length, zeroed)
+        if copy is not None:
+            count(copy)
+    finally:
+        os.close(descriptor)
+        if pagemap is not None:
+            os.close(pagemap)
+        scanner.close()
+    return scanned, regions
 
 
 _sweep_enabled = False

@@ -7,7 +7,7 @@ engine through ``StepContext.to_thread``.
 from __future__ import annotations
 
 import asyncio
-import base64
+import logging
 import os
 import socket
 import time
@@ -18,11 +18,13 @@ from urllib.parse import urlparse
 from phases.config import Config
 from phases.engine import StepContext, StepError
 from phases.errors import GitOpsError
-from phases.kube import SECRETS, SERVICES, KubeClient
+from phases.kube import SERVICES, KubeClient
 from phases.secrets import SecretValue
 
 if TYPE_CHECKING:
     from phases.vault import VaultClient
+
+_log = logging.getLogger(__name__)
 
 ROOT_TOKEN_KEY = "VAULT_ROOT_TOKEN"
 UNSEAL_KEY_PREFIX = "VAULT_UNSEAL_KEY_"
@@ -38,6 +40,7 @@ class Platform:
         )
         self._vault: VaultClient | None = None
         self._root_token: SecretValue | None = None
+        self._warned_insecure = False
 
     # -- Vault ---------------------------------------------------------------------------
 
@@ -63,9 +66,11 @@ class Platform:
         scheme = "https" if any(p.get("name") == "https" for p in ports) else "http"
         address = f"{scheme}://{cluster_ip}:{port}"
         if not _tcp_reachable(cluster_ip, int(port)):
+            # Two usual causes: Vault's pod is down, or this host cannot reach ClusterIPs.
             raise StepError(
-                f"Vault's Service address {address} is not reachable from this host; run gitops-tui on a "
-                f"k3s server node, or set vault.address (e.g. after "
+                f"Vault's Service address {address} does not answer: is the Vault pod running "
+                f"(`kubectl get pods -n {vault.namespace}`)? If this host cannot reach ClusterIPs, run "
+                f"gitops-tui on a k3s server node, or set vault.address (e.g. after "
                 f"`kubectl port-forward -n {vault.namespace} svc/{vault.service} 8200:{port}`)"
             )
         return address
@@ -74,44 +79,62 @@ class Platform:
         if self._vault is None:
             from phases.vault import VaultClient
 
-            ca_cert = self.config.vault.ca_cert or os.environ.get("VAULT_CACERT") or None
-            self._vault = VaultClient(
-                self.vault_address(), ca_cert=ca_cert, verify=self.config.vault.tls_verify
-            )
+            vault = self.config.vault
+            ca_cert = vault.ca_cert or os.environ.get("VAULT_CACERT") or None
+            address = self.vault_address()
+            warning = vault.tls_warning()
+            if warning and not self._warned_insecure:  # once: the client is rebuilt after every restart
+                self._warned_insecure = True
+                _log.warning("%s (%s)", warning, address)
+            self._vault = VaultClient(address, ca_cert=ca_cert, verify=vault.verify_tls)
         return self._vault
 
     def forget_vault(self) -> None:
         """Resolve the address again next time (after a restart the Service may point elsewhere)."""
         self._vault = None
 
-    def init_keys_secret(self) -> dict[str, str] | None:
-        """The base64 ``data`` of the init keys Secret, or None when it does not exist."""
+    def init_keys(self) -> dict[str, SecretValue] | None:
+        """The init keys Secret's values, each in a SecretValue (the caller wipes them); None when missing.
+
+        Read into locked memory, never through the Kubernetes client's copies (root token and unseal keys).
+        """
+        from phases.infrastructure import read_secret  # it imports this module
+
         vault = self.config.vault
-        secret = self.kube.get(SECRETS, vault.init_secret, vault.namespace)
-        if secret is None:
-            return None
-        data = secret.get("data") or {}
-        return {str(k): str(v) for k, v in data.items()}
+        return read_secret(self.kube, vault.init_secret, vault.namespace)
+
+    def has_init_keys(self) -> bool:
+        from phases.infrastructure import secret_exists  # it imports this module
+
+        return secret_exists(self.kube, self.config.vault.init_secret, self.config.vault.namespace)
 
     def unseal_keys(self) -> list[SecretValue]:
-        data = self.init_keys_secret()
-        if data is None:
+        """The stored unseal keys (the caller wipes them)."""
+        values = self.init_keys()
+        if values is None:
             raise StepError(self._missing_init_keys())
-        keys = [
-            SecretValue.from_bytes(name, base64.b64decode(value))
-            for name, value in sorted(data.items())
-            if name.startswith(UNSEAL_KEY_PREFIX)
-        ]
+        keys = [value for name, value in sorted(values.items()) if name.startswith(UNSEAL_KEY_PREFIX)]
+        for name, value in values.items():
+            if not name.startswith(UNSEAL_KEY_PREFIX):
+                value.wipe()
         if not keys:
             raise StepError(f"{self._init_secret_name()} holds no {UNSEAL_KEY_PREFIX}* keys")
         return keys
 
     def root_token(self) -> SecretValue:
+        """The root token, read once and kept in locked memory until :meth:`close`.
+
+        Not handed to ``memory.sweep_later``: the read copies nothing, and this may run after phase 2 (day 2,
+        the UI's own Platform), where remembered forms would only make the end of the run sweep again.
+        """
         if self._root_token is None or not self._root_token:
-            data = self.init_keys_secret()
-            if data is None or ROOT_TOKEN_KEY not in data:
+            values = self.init_keys() or {}
+            token = values.pop(ROOT_TOKEN_KEY, None)
+            for value in values.values():
+                value.wipe()
+            if token is None:
                 raise StepError(self._missing_init_keys())
-            self._root_token = SecretValue.from_bytes(ROOT_TOKEN_KEY, base64.b64decode(data[ROOT_TOKEN_KEY]))
+            self._root_token = token
         return self._root_token
 
     def authenticated_vault(self) -> VaultClient:

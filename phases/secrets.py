@@ -314,11 +314,24 @@ class SecretStore:
         return [name for name, value in self._values.items() if value]
 
     def wipe_all(self) -> int:
-        """Zero every buffer; returns how many secrets were wiped.
+        """Zero every buffer, then (sweep on) scan memory in this thread; returns how many were wiped.
+
+        On an event loop that must keep going (the UI's), use :meth:`wipe_buffers` and run the sweep in a
+        worker thread, as the engine does.
+        """
+        count, sweep = self.wipe_buffers()
+        if sweep is not None:
+            sweep.run()
+            memory.pause_point("after-sweep")
+        return count
+
+    def wipe_buffers(self) -> tuple[int, PendingSweep | None]:
+        """Zero every buffer now; returns how many were wiped and the memory sweep still to run, if any.
 
         With the sweep on (``phases.memory.harden_process``), the values' forms are first copied into locked
-        memory, then after the wipe the process's writable memory is scanned and every copy found is zeroed;
-        the result is ``last_sweep`` (and a log line). Test-only pause points surround it.
+        memory (with those :func:`phases.memory.sweep_later` remembered); :meth:`PendingSweep.run` then scans
+        the process's writable memory, zeroes every copy found and sets ``last_sweep``. Test-only pause
+        points surround it.
         """
         held = [value for value in self._values.values() if not value.wiped]
         needles: memory.NeedleSet | None = None
@@ -337,23 +350,46 @@ class SecretStore:
             count += 1
         self._values.clear()
         self.wiped_count += count
-        if needles is not None:
-            report = memory.sweep(needles, secrets_wiped=count, primary=[value.name for value in held])
-            self.last_sweep = report
-            _log.info(
-                "memory sweep: %s (%.0f MB in %.2f s)",
-                report.summary(),
-                report.bytes_scanned / 1e6,
-                report.seconds,
-            )
-            memory.pause_point("after-sweep")
-        return count
+        if needles is None:
+            return count, None
+        return count, PendingSweep(self, needles, count, [value.name for value in held])
 
     def redact(self, text: str) -> str:
         """Replace any held secret value inside ``text`` (raw, JSON, URL or base64 form) with a marker."""
         if not self._values or not text:
             return text
         return _redact(text, self._values.values())
+
+
+class PendingSweep:
+    """The scan that follows a wipe (the values are zeroed already); :meth:`run` it once, in any thread.
+
+    It takes about half a second per 100 MB: on a UI loop, run it in a worker thread (``asyncio.to_thread``);
+    its searches release the GIL. Until it ran, the forms to look for wait in locked memory. The caller
+    passes the test-only ``after-sweep`` pause point, in the main thread (a pause must restore the SIGCONT
+    handler, which only the main thread can).
+    """
+
+    def __init__(self, store: SecretStore, needles: memory.NeedleSet, count: int, primary: list[str]) -> None:
+        self._store = store
+        self._needles: memory.NeedleSet | None = needles
+        self._count = count
+        self._primary = primary
+
+    def run(self) -> memory.SweepReport | None:
+        """Scan, zero every copy found, set the store's ``last_sweep`` and log it; None if it already ran."""
+        needles, self._needles = self._needles, None
+        if needles is None:
+            return None
+        report = memory.sweep(needles, secrets_wiped=self._count, primary=self._primary)
+        self._store.last_sweep = report
+        _log.info(
+            "memory sweep: %s (%.0f MB in %.2f s)",
+            report.summary(),
+            report.bytes_scanned / 1e6,
+            report.seconds,
+        )
+        return report
 
 
 def pattern_mismatch(value: SecretValue, pattern: str) -> bool:

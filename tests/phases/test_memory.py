@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ctypes
 import http.server
 import json
 import logging
+import mmap
 import os
 import re
 import socket
@@ -27,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from phases import memory
@@ -166,6 +168,7 @@ def forms_of(value: bytes) -> dict[str, bytes]:
 @given(st.text(min_size=8, max_size=40))
 def test_every_form_matches_the_standard_library(text: str) -> None:
     raw = text.encode()
+    assume(len(set(raw)) >= memory.MIN_DISTINCT_BYTES)  # simpler values are not searched at all
     found = forms_of(raw)
     expected = {
         "raw": raw,
@@ -280,7 +283,7 @@ random = binascii.hexlify(os.urandom(16))          # bytes: the only object that
 value = SecretValue.from_bytes("planted", random)
 text = random.decode()
 copies = [
-    random + b"",                                      # raw bytes
+    random + b"!",                                     # raw bytes (random + b"" would be random itself)
     "x" + text,                                        # a str (ASCII storage)
     "\\u20ac" + text,                                  # a str stored as UCS-2: UTF-16-LE in memory
     "\\U0001f600" + text,                              # a str stored as UCS-4: UTF-32-LE in memory
@@ -320,6 +323,36 @@ report_after(value)
     assert answer["copies_found"] == 0, answer
     assert answer["bytes_scanned"] > 5_000_000 and answer["regions_scanned"] > 10
     assert answer["protection"].startswith("secret buffers locked")
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-32-le"])
+def test_a_copy_across_a_chunk_boundary_is_found_once_wherever_it_starts(encoding: str) -> None:
+    raw = os.urandom(12).hex().encode()  # 24 bytes: searched as two 12-byte halves (or 48 in UTF-32)
+    value = SecretValue.from_bytes("edge", raw)
+    copy = raw.decode().encode(encoding)
+    half = len(copy) // 2
+    area = mmap.mmap(-1, 3 * memory.SCAN_CHUNK)
+    start = ctypes.addressof(ctypes.c_char.from_buffer(area))
+    descriptor = os.open("/proc/self/mem", os.O_RDWR)
+    needles = memory.NeedleSet()
+    needles.add(value)
+    scanner = memory._Scanner(needles, descriptor)
+    overlap = needles.longest - 1
+    try:
+        # Around the end of the first chunk's own part, and around the end of the part it reads twice.
+        for edge in (memory.SCAN_CHUNK, memory.SCAN_CHUNK + overlap):
+            for offset in range(edge - len(copy) - 1, edge + 2):
+                area[offset : offset + len(copy)] = copy
+                hits = list(scanner.region(start, start + len(area)))
+                assert hits == [(start + offset, half, "edge"), (start + offset + half, half, "edge")], offset
+                assert all(scanner.zero(address, length) for address, length, _ in hits)
+                assert not any(area[offset : offset + len(copy)])
+    finally:
+        scanner.close()
+        needles.wipe()
+        value.wipe()
+        os.close(descriptor)
+        area.close()
 
 
 def test_wipe_all_sweeps_when_switched_on_and_reports_other_values_apart() -> None:
@@ -685,3 +718,22 @@ def test_socket_level_http_failures_map_to_oserror() -> None:
     pool = memory.HttpPool(f"http://127.0.0.1:{port}")
     with pytest.raises(ConnectionRefusedError), memoryview(b"GET / HTTP/1.1\r\n\r\n") as wire:
         pool.exchange(wire, method="GET", timeout=2)
+
+
+def test_values_too_simple_to_zero_safely_are_reported_and_word_halves_are_not_searched() -> None:
+    # Zeroing every match of "aaaa…" or of the half "password" would destroy the process's own data.
+    plain = SecretValue("PLAIN", bytearray(b"a" * 16))
+    words = SecretValue("WORDS", bytearray(b"mysecretpassword"))
+    mixed = SecretValue("MIXED", bytearray(b"Zq9-xK2!mW4#pL7&"))
+    needles = memory.NeedleSet()
+    for value in (plain, words, mixed):
+        needles.add(value)
+    forms: dict[str, list[str]] = {}
+    for needle, _view in needles.items():
+        forms.setdefault(needle.secret, []).append(needle.form)
+    needles.wipe()
+    for value in (plain, words, mixed):
+        value.wipe()
+    assert needles.unsearchable == ["PLAIN"] and "PLAIN" not in forms
+    assert "raw" in forms["WORDS"] and not any("half" in form for form in forms["WORDS"])
+    assert "raw (first half)" in forms["MIXED"] and "raw" not in forms["MIXED"]
