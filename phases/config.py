@@ -15,10 +15,12 @@ import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 CONFIG_ENV = "GITOPS_TUI_CONFIG"
 CONFIG_FILE_NAME = "gitops-tui.toml"
+# The command-line spelling of vault.insecure_skip_tls_verify = true (named in messages).
+INSECURE_VAULT_FLAG: Final = "--vault-insecure-skip-verify"
 
 
 class ConfigError(Exception):
@@ -87,8 +89,9 @@ class VaultConfig:
     key_shares: int = 5
     key_threshold: int = 3
     kv_mount: str = "secret"
-    ca_cert: str = ""
-    tls_verify: bool = True
+    ca_cert: str = ""  # "" means $VAULT_CACERT, else the system's trusted CAs
+    tls_verify: bool = True  # false is refused unless insecure_skip_tls_verify says it on purpose
+    insecure_skip_tls_verify: bool = False  # the explicit opt-in: Vault's certificate is not checked at all
     auth_mount: str = "kubernetes"
     kubernetes_host: str = "https://kubernetes.default.svc"
     kubernetes_ca_cert: str = ""  # "" means Vault uses its own pod's CA and token
@@ -98,6 +101,20 @@ class VaultConfig:
 
     def resolved_cluster_address(self) -> str:
         return self.cluster_address or f"http://{self.service}.{self.namespace}.svc:8200"
+
+    @property
+    def verify_tls(self) -> bool:
+        """Whether Vault's TLS certificate is verified: always, unless the opt-in is set."""
+        return not self.insecure_skip_tls_verify
+
+    def tls_warning(self) -> str | None:
+        """The warning to show wherever the app runs while verification is off, else None."""
+        if self.verify_tls:
+            return None
+        return (
+            "TLS verification of Vault is OFF (vault.insecure_skip_tls_verify): anyone on the network "
+            "path can impersonate Vault and receive the secrets and the root token sent to it"
+        )
 
 
 @dataclass(frozen=True)
@@ -240,7 +257,14 @@ def find_config_file(explicit: str | None) -> Path | None:
     return None
 
 
-def load_config(explicit: str | None = None, *, overrides: Mapping[str, Any] | None = None) -> Config:
+def load_config(
+    explicit: str | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Config:
+    """The config file (or defaults). ``overrides`` are defaults a file may change (the sandbox's);
+    ``flags`` come from the command line and win over the file."""
     path = find_config_file(explicit)
     document: dict[str, Any] = {}
     source = "<defaults>"
@@ -253,6 +277,8 @@ def load_config(explicit: str | None = None, *, overrides: Mapping[str, Any] | N
         document = parse_toml(text, source)
     if overrides:
         document = merge_documents(dict(overrides), document)
+    if flags:
+        document = merge_documents(document, flags)
     return config_from_document(document, source)
 
 
@@ -439,6 +465,13 @@ def _build_keys(table: Any, source: str) -> dict[str, str]:
 
 
 def _check_consistency(config: Config, source: str) -> None:
+    if not config.vault.tls_verify and not config.vault.insecure_skip_tls_verify:
+        # An old or copied config must not switch verification off by accident: ask for the explicit key.
+        raise ConfigError(
+            f"{source}: vault.tls_verify = false would send secrets to Vault without checking its "
+            "certificate; to do that on purpose set vault.insecure_skip_tls_verify = true (or pass "
+            f"{INSECURE_VAULT_FLAG}); to trust a private CA instead set vault.ca_cert or $VAULT_CACERT"
+        )
     if config.vault.key_threshold < 1 or config.vault.key_shares < 1:
         raise ConfigError(f"{source}: vault.key_shares and vault.key_threshold must be at least 1")
     if config.vault.key_threshold > config.vault.key_shares:

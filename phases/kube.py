@@ -336,10 +336,7 @@ class KubeClient:
         try:
             data = self.request("GET", resource.path(namespace), query=query, what=f"list {resource.plural}")
         except KubeNotFound as error:
-            raise KubeResourceMissing(
-                f"{resource.kind} ({resource.api_version}) is not served by the cluster: is it installed?",
-                status=404,
-            ) from error
+            raise KubeResourceMissing(_not_served(resource), status=404) from error
         items = data.get("items") or []
         for item in items:  # list items omit kind/apiVersion on real servers
             item.setdefault("kind", resource.kind)
@@ -357,12 +354,18 @@ class KubeClient:
         self, resource: ResourceType, body: Mapping[str, Any], namespace: str | None = None
     ) -> dict[str, Any]:
         name = str(body.get("metadata", {}).get("name", ""))
-        result: dict[str, Any] = self.request(
-            "POST",
-            resource.path(namespace),
-            body=dict(body),
-            what=f"create {resource.describe(name, namespace)}",
-        )
+        try:
+            result: dict[str, Any] = self.request(
+                "POST",
+                resource.path(namespace),
+                body=dict(body),
+                what=f"create {resource.describe(name, namespace)}",
+            )
+        except KubeNotFound:
+            # The server's words ("could not find the requested resource") do not say it is the type.
+            if not self.resource_served(resource):
+                raise KubeResourceMissing(_not_served(resource), status=404) from None
+            raise
         return result
 
     def merge_patch(
@@ -537,6 +540,10 @@ class RestMapper:
         with self._lock:
             self._cache[api_version] = (self._clock(), kinds)
         return kinds
+
+
+def _not_served(resource: ResourceType) -> str:
+    return f"{resource.kind} ({resource.api_version}) is not served by the cluster: is it installed?"
 
 
 def _about(error: KubeError, detail: str, method: str | None, url: str | None) -> KubeError:

@@ -6,6 +6,7 @@ import os
 import sys
 from typing import TextIO
 
+from phases.config import Config
 from phases.events import (
     Event,
     OutputLines,
@@ -42,6 +43,13 @@ class HeadlessPrinter:
 
     def _write(self, text: str) -> None:
         self.stream.write(text + "\n")
+
+    def config_warnings(self, config: Config) -> None:
+        """Before the run: what the config weakens (e.g. Vault's TLS verification turned off)."""
+        warning = config.vault.tls_warning()
+        if warning:
+            self._write(self._paint("warn", f"⚠ {warning}"))
+            self.stream.flush()
 
     def handle(self, event: Event) -> None:
         match event:

@@ -23,6 +23,7 @@ VAULT_BADGES: Final[dict[str, tuple[str, str]]] = {
     "unreachable": ("✘", "error"),
     "unknown": ("?", "muted"),
 }
+INSECURE_BADGE: Final = "⚠ VAULT TLS UNVERIFIED"  # vault.insecure_skip_tls_verify is on
 MAX_FIELD: Final = 24  # cells for the context and the branch before they are shortened
 SEPARATOR: Final = " │ "
 
@@ -62,6 +63,7 @@ class StatusHeader(Widget):
         "status-header--muted",
         "status-header--readonly",
         "status-header--sandbox",
+        "status-header--insecure",
     }
 
     DEFAULT_CSS = """
@@ -78,6 +80,7 @@ class StatusHeader(Widget):
         & > .status-header--muted { color: $text-muted; }
         & > .status-header--readonly { background: $warning; color: $text; text-style: bold; }
         & > .status-header--sandbox { background: $secondary; color: $text; text-style: bold; }
+        & > .status-header--insecure { background: $error; color: $text; text-style: bold; }
     }
     """
 
@@ -86,6 +89,7 @@ class StatusHeader(Widget):
     repo: reactive[RepoRef | None] = reactive(None)
     readonly: reactive[bool] = reactive(False)
     sandbox: reactive[bool] = reactive(False)
+    vault_insecure: reactive[bool] = reactive(False)  # TLS verification of Vault turned off on purpose
 
     def update_status(
         self,
@@ -95,6 +99,7 @@ class StatusHeader(Widget):
         repo: RepoRef | _Keep | None = KEEP,
         readonly: bool | _Keep = KEEP,
         sandbox: bool | _Keep = KEEP,
+        vault_insecure: bool | _Keep = KEEP,
     ) -> None:
         """Change the given fields; the others stay as they are."""
         if context is not KEEP:
@@ -107,6 +112,8 @@ class StatusHeader(Widget):
             self.readonly = readonly
         if sandbox is not KEEP:
             self.sandbox = sandbox
+        if vault_insecure is not KEEP:
+            self.vault_insecure = vault_insecure
 
     def _style(self, name: str) -> Style:
         return self.get_component_rich_style(f"status-header--{name}", partial=True)
@@ -124,10 +131,15 @@ class StatusHeader(Widget):
         line = Text(no_wrap=True, overflow="ellipsis", end="")
         if app_name:
             line.append(f" {APP_NAME} ", self._style("app"))
-        # The modes come first so that a narrow terminal never cuts them off.
-        for shown, badge in ((self.sandbox, "sandbox"), (self.readonly, "readonly")):
+        # The modes come first so that a narrow terminal never cuts them off (the TLS warning least of all).
+        badges = (
+            (self.vault_insecure, "insecure", INSECURE_BADGE),
+            (self.sandbox, "sandbox", "SANDBOX"),
+            (self.readonly, "readonly", "READONLY"),
+        )
+        for shown, style, text in badges:
             if shown:
-                line.append(f" {badge.upper()} ", self._style(badge) + Style(reverse=self.app.no_color))
+                line.append(f" {text} ", self._style(style) + Style(reverse=self.app.no_color))
                 line.append(" ")
         line.append(SEPARATOR.lstrip(), self._style("label"))
         if labels:

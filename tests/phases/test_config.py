@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from phases.config import (
     CONFIG_ENV,
+    INSECURE_VAULT_FLAG,
     Config,
     ConfigError,
     config_from_document,
@@ -151,6 +152,30 @@ def test_duplicate_secret_names_and_targets(tmp_path: Path) -> None:
         load_config(str(path))
 
 
+def test_turning_vault_tls_verification_off_needs_the_explicit_opt_in(tmp_path: Path) -> None:
+    assert load_config(None).vault.verify_tls and load_config(None).vault.tls_warning() is None
+    path = write(tmp_path / "insecure.toml", "[vault]\ntls_verify = false\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(path))
+    message = str(caught.value)
+    assert message.startswith(f"{path}: vault.tls_verify = false")
+    assert "vault.insecure_skip_tls_verify = true" in message and INSECURE_VAULT_FLAG in message
+    assert "vault.ca_cert or $VAULT_CACERT" in message
+
+    # The flag (as the CLI passes it: it wins over a file saying otherwise) or the config key says it.
+    refusing = write(
+        tmp_path / "refusing.toml", "[vault]\ntls_verify = false\ninsecure_skip_tls_verify = false\n"
+    )
+    for config in (
+        load_config(str(path), flags={"vault": {"insecure_skip_tls_verify": True}}),
+        load_config(str(refusing), flags={"vault": {"insecure_skip_tls_verify": True}}),
+        load_config(str(write(tmp_path / "opt-in.toml", "[vault]\ninsecure_skip_tls_verify = true\n"))),
+    ):
+        assert not config.vault.verify_tls
+        warning = config.vault.tls_warning()
+        assert warning is not None and "TLS verification of Vault is OFF" in warning
+
+
 toml_scalars = st.one_of(
     st.integers(-5, 5), st.booleans(), st.text(max_size=8), st.floats(allow_nan=False, width=32), st.none()
 )
@@ -174,7 +199,17 @@ known_keys = st.sampled_from(
     ]
 )
 inner_keys = st.sampled_from(
-    ["namespace", "kv_mount", "key_shares", "declared", "writer", "install_command", "tls_verify", "bogus"]
+    [
+        "namespace",
+        "kv_mount",
+        "key_shares",
+        "declared",
+        "writer",
+        "install_command",
+        "tls_verify",
+        "insecure_skip_tls_verify",
+        "bogus",
+    ]
 )
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from textual.app import App, ComposeResult
 
-from widgets.status_header import VAULT_BADGES, RepoRef, StatusHeader, VaultState
+from widgets.status_header import INSECURE_BADGE, VAULT_BADGES, RepoRef, StatusHeader, VaultState
 
 
 class HeaderApp(App[None]):
@@ -94,3 +94,21 @@ async def test_control_characters_in_names_never_reach_the_terminal() -> None:
         line = first_line(app)
         assert "\x1b" not in line and "\r" not in line
         assert "evilctx" in line and "ma␍in@abc" in line
+
+
+async def test_vault_tls_turned_off_shows_a_warning_badge_that_narrow_terminals_keep() -> None:
+    app = HeaderApp()
+    async with app.run_test(size=(60, 24)) as pilot:
+        header = app.query_one(StatusHeader)
+        header.update_status(context="k3s-default", vault="unsealed", sandbox=True)
+        await pilot.pause()
+        assert INSECURE_BADGE not in first_line(app)
+        header.update_status(vault_insecure=True)
+        await pilot.pause()
+        line = first_line(app)
+        # First among the badges: the rest of the line is cut before the warning is.
+        assert line.startswith(f" gitops-tui  {INSECURE_BADGE} ") or line.startswith(f" {INSECURE_BADGE} ")
+        assert "SANDBOX" in line
+        header.update_status(vault_insecure=False)
+        await pilot.pause()
+        assert INSECURE_BADGE not in first_line(app)
