@@ -14,10 +14,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
-from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
 from widgets.confirm import ConfirmScreen
+from widgets.dialog import DialogScreen
 
 TARGETS_SHOWN: Final = 4
 MAX_REASON_LENGTH: Final = 500  # phases.day2 keeps no more than this either
@@ -38,7 +38,7 @@ def targets_text(targets: Sequence[str]) -> str:
     return f"{shown} and {more} more" if more > 0 else shown
 
 
-class SuspendReasonScreen(ModalScreen[str | None]):
+class SuspendReasonScreen(DialogScreen[str | None]):
     """Asks before suspending ``targets``; dismisses with the reason (maybe ``""``) or ``None``.
 
     ``commands`` is the list of API calls, or a function from the reason typed so far to that list.
@@ -48,7 +48,7 @@ class SuspendReasonScreen(ModalScreen[str | None]):
         Binding("escape", "cancel", "Cancel", show=False, id="suspend.cancel"),
     ]
 
-    # ConfirmScreen's dialog styles, applied to this screen (its rules are scoped by the screen's type).
+    # ConfirmScreen's own styles, applied to this screen (its rules are scoped by the screen's type).
     DEFAULT_CSS = (
         ConfirmScreen.DEFAULT_CSS.replace("ConfirmScreen", "SuspendReasonScreen")
         + """
@@ -76,7 +76,7 @@ class SuspendReasonScreen(ModalScreen[str | None]):
         return self.query_one("#suspend-reason", Input).value.strip()
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="confirm-dialog") as dialog:
+        with Vertical(id="confirm-dialog", classes="dialog") as dialog:
             dialog.border_title = self.dialog_title
             until = "it is" if len(self.targets) == 1 else "they are"
             yield Static(
@@ -98,7 +98,9 @@ class SuspendReasonScreen(ModalScreen[str | None]):
             with Horizontal(id="confirm-buttons"):
                 yield Button("Cancel", id="confirm-cancel", compact=True)
                 yield Button("Suspend", id="confirm-ok", variant="warning", compact=True)
-            yield Label("enter: suspend · escape: cancel · tab: move", id="confirm-hint")
+            yield Label(
+                "enter: suspend · escape: cancel · tab: move", id="confirm-hint", classes="dialog-hint"
+            )
 
     def on_mount(self) -> None:
         self.query_one("#suspend-reason", Input).focus()
