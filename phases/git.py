@@ -19,6 +19,7 @@ import io
 import os
 import re
 import signal
+import subprocess
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -79,6 +80,7 @@ _GIT_CONFIG_ARGS: Final = (
     "-c",
     "advice.detachedHead=false",
 )
+_LOCAL_READ_TIMEOUT_SECONDS: Final = 60.0  # a history page of a local clone
 _REVERT_BATCH: Final = 200  # commits per `git revert` call, far below argv limits
 _STDERR_SUMMARY_LINES: Final = 3
 _RECORD: Final = "\x1e"
@@ -268,8 +270,15 @@ class GitRepo:
         if limit == 0:
             return []
         stats_args = ["--shortstat", "--diff-merges=first-parent"] if with_stats else []
-        output = self._git(
-            "log", f"--format={_LOG_FORMAT}", f"--skip={skip}", f"--max-count={limit}", *stats_args, rev, "--"
+        output = _git_read(
+            "log",
+            f"--format={_LOG_FORMAT}",
+            f"--skip={skip}",
+            f"--max-count={limit}",
+            *stats_args,
+            rev,
+            "--",
+            cwd=self.path,
         ).text
         return [_parse_log_record(record, with_stats) for record in output.split(_RECORD)[1:]]
 
@@ -629,6 +638,43 @@ def _git(
     return _GitOutput(stdout=running.stdout, stderr=running.stderr, exit_code=running.exit_code)
 
 
+def _git_read(*args: str, cwd: Path) -> _GitOutput:
+    """A read-only, local ``git <args>`` (history pages) exec'd directly rather than through ``sh``.
+
+    sh forks the whole interpreter for each command (~12 ms here, against ~5 ms for `git log -n 200`
+    itself); the rollback picker pages history through this while the user waits. Reads only: no
+    stdin, no credentials, no lock files to clean up on a timeout.
+    """
+    if not cwd.is_dir():
+        raise GitError(f"cannot run {_describe(args)}: {cwd} is not a directory", command=("git", *args))
+    try:
+        done = subprocess.run(
+            ["git", *_GIT_CONFIG_ARGS, *args],
+            cwd=cwd,
+            env={**_git_env(), **_GIT_ENV},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            start_new_session=True,  # as with sh: no controlling terminal, nothing can prompt
+            timeout=_LOCAL_READ_TIMEOUT_SECONDS,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise GitError(f"git was not found on PATH; {install_hint('git')}") from None
+    except subprocess.TimeoutExpired:
+        raise GitError(
+            f"{_describe(args)} timed out after {NETWORK_TIMEOUT_SECONDS:g} s in {cwd}",
+            command=("git", *args),
+        ) from None
+    if done.returncode != 0:
+        raise _failure(args, cwd, done.returncode, done.stdout, done.stderr)
+    return _GitOutput(stdout=done.stdout, stderr=done.stderr, exit_code=0)
+
+
+def _git_env() -> dict[str, str]:
+    """This process's environment without what would point git at another repository."""
+    return {name: value for name, value in os.environ.items() if name not in _REPOSITORY_LOCATION_VARS}
+
+
 def _start(
     args: Sequence[str],
     *,
@@ -644,7 +690,7 @@ def _start(
         _bg=True,
         _bg_exc=False,  # failures are raised by wait() in this thread, not printed by sh's
         _env={
-            **{name: value for name, value in os.environ.items() if name not in _REPOSITORY_LOCATION_VARS},
+            **_git_env(),
             **_GIT_ENV,
             **(extra_env or {}),
         },

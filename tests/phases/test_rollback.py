@@ -14,7 +14,6 @@ from typing import Any, cast
 
 import pytest
 
-from phases import git as git_module
 from phases.config import Config, DeploymentsConfig, EngineConfig
 from phases.git import GitRepo
 from phases.health import RECONCILE_ANNOTATION
@@ -119,7 +118,7 @@ def test_prepare_fast_forwards_and_pages_newest_first(sample: Sample) -> None:
 
 
 def test_the_first_page_of_twenty_thousand_commits_is_one_git_call(
-    bare_remote_and_clone: GitWorld, make_commits: MakeCommits, monkeypatch: pytest.MonkeyPatch
+    bare_remote_and_clone: GitWorld, make_commits: MakeCommits, git_calls: list[tuple[str, ...]]
 ) -> None:
     world = bare_remote_and_clone
     shas = make_commits(world.clone, 20_000)
@@ -129,19 +128,11 @@ def test_the_first_page_of_twenty_thousand_commits_is_one_git_call(
     )
     planner = RollbackPlanner.open(config)
     assert planner.prepare().total_commits == 20_001
-    calls: list[tuple[str, ...]] = []
-    real_git = git_module._git
-
-    def counting_git(*args: str, **kwargs: object) -> object:
-        calls.append(args)
-        return real_git(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(git_module, "_git", counting_git)
-
+    git_calls.clear()
     page = planner.page(0, 100)
 
     assert [c.sha for c in page] == list(reversed(shas[-100:]))
-    assert len(calls) == 1 and calls[0][0] == "log"
+    assert [call[0] for call in git_calls] == ["log"]
     assert [c.sha for c in planner.page(19_950, 100)][-1] == world.initial_commit
 
 
