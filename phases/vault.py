@@ -63,6 +63,10 @@ _log = logging.getLogger(__name__)
 _HEALTH_CODES: Final = frozenset({200, 429, 472, 473, 501, 503})
 _MERGE_PATCH: Final = "application/merge-patch+json"
 _POOL_SIZE: Final = 16  # HTTP connections kept per client; also caps kv2_list_tree's threads
+# SCAN answers that mean "list folder by folder instead": no such operation (HashiCorp Vault, OpenBao < 2.2),
+# no `scan` capability in the token's policy (403), no such mount (404; the LISTs then find nothing too).
+_SCAN_FALLBACK_CODES: Final = frozenset({400, 403, 404, 405, 501})
+_SCAN_UNSUPPORTED_CODES: Final = frozenset({400, 405, 501})  # the server's answer: not asked again
 _KV_UPGRADE_TIMEOUT: Final = 30.0
 _KV_UPGRADE_POLL: Final = 0.05
 _KV_NOT_READY_SIGNS: Final = (
@@ -399,7 +403,10 @@ def _connection_failure(error: BaseException) -> str:
             continue
         seen.add(id(current))
         if isinstance(current, ssl.SSLCertVerificationError):
-            return f"TLS certificate verification failed ({current.verify_message})"
+            return (
+                f"TLS certificate verification failed ({current.verify_message}): set vault.ca_cert "
+                "or $VAULT_CACERT to the CA that signed Vault's certificate"
+            )
         if isinstance(current, ssl.SSLError):
             return f"TLS handshake failed ({current.reason or current.strerror})"
         if isinstance(current, ConnectionRefusedError):
@@ -494,6 +501,8 @@ def kv_read_policy_hcl(mount: str) -> str:
 
 class VaultClient:
     """A blocking client for one Vault/OpenBao server. Thread-safe for concurrent reads."""
+
+    _scan_supported = True  # until the server says it has no SCAN (then kv2_list_tree LISTs)
 
     def __init__(
         self,
@@ -956,13 +965,39 @@ class VaultClient:
     def kv2_list_tree(
         self, mount: str, prefix: str = "", *, max_depth: int = 10, concurrency: int = 8
     ) -> list[str]:
-        """Every secret path under ``prefix`` (relative to the mount), sorted.
+        """Every secret path under ``prefix`` (relative to the mount), sorted, from metadata only.
 
-        Lists ``metadata/`` folder by folder, each level's folders concurrently. Raises VaultError when the
-        tree is deeper than ``max_depth`` folder levels rather than returning part of it.
+        One ``SCAN`` request (OpenBao >= 2.2's recursive list) where the server and the token allow it; else
+        ``LIST``s of ``metadata/`` folder by folder, each level's folders concurrently. Raises VaultError when
+        the tree is deeper than ``max_depth`` folder levels rather than returning part of it.
         """
         mount = _clean_mount(mount)
         root = _clean_path(prefix, allow_empty=True)
+        found = self._scan_tree(mount, root)
+        if found is None:
+            return sorted(self._walk_tree(mount, root, max_depth=max_depth, concurrency=concurrency))
+        if any(key.count("/") >= max_depth for key in found):
+            raise self._too_deep(mount, root, max_depth)
+        return sorted(f"{root}/{key}" if root else key for key in found)
+
+    def _scan_tree(self, mount: str, root: str) -> list[str] | None:
+        """Paths under ``root`` (relative to it) from one SCAN, or None when the server or token cannot."""
+        if not self._scan_supported:
+            return None
+        url_path = _url_path(mount, "metadata", root) + "/"
+        with self._translated_errors("list", f"{mount}/metadata/{root}"):
+            response = self._adapter.raw_request("SCAN", url_path, None, raise_exception=False)
+            if response.status_code in _SCAN_FALLBACK_CODES:
+                if response.status_code in _SCAN_UNSUPPORTED_CODES:
+                    self._scan_supported = False
+                return None
+            if not response.ok:
+                self._adapter._raise_for_error("SCAN", url_path, response)
+            answer: dict[str, Any] = response.json() if response.content else {}
+        keys: list[str] = (answer.get("data") or {}).get("keys") or []
+        return [key for key in keys if not key.endswith("/")]  # leaves only; no folder is expected
+
+    def _walk_tree(self, mount: str, root: str, *, max_depth: int, concurrency: int) -> list[str]:
         leaves: list[str] = []
         level = [root]
         workers = max(1, min(concurrency, _POOL_SIZE))
@@ -979,8 +1014,11 @@ class VaultClient:
                             leaves.append(full)
                 level = next_level
                 if not level:
-                    return sorted(leaves)
-        raise VaultError(
+                    return leaves
+        raise self._too_deep(mount, root, max_depth)
+
+    def _too_deep(self, mount: str, root: str, max_depth: int) -> VaultError:
+        return VaultError(
             f"{mount}/{root} at {self.address} is deeper than {max_depth} levels; not listing all of it",
             address=self.address,
             operation="list",

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import http.client
 import http.server
 import logging
 import os
 import socket
 import threading
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -390,6 +393,105 @@ def test_kv2_list_tree_returns_every_leaf_of_a_three_level_tree(
     assert dev_vault.kv2_list_tree(kv_mount, "nothing/here") == []
     with pytest.raises(VaultError, match="deeper than 2 levels"):
         dev_vault.kv2_list_tree(kv_mount, max_depth=2)
+
+
+THREE_LEVELS = ["apps/web", "apps/api/db", "apps/api/cache/redis", "apps/api/cache/memcached", "infra/dns/cf"]
+
+
+@contextlib.contextmanager
+def recording_proxy(
+    upstream: str, *, refuse_scan: bool = False
+) -> Iterator[tuple[str, list[tuple[str, str]]]]:
+    """A reverse proxy in front of OpenBao recording (method, path) of each request; with ``refuse_scan`` it
+    answers SCAN with 405 as HashiCorp Vault (which has no SCAN) does."""
+    target = urllib.parse.urlsplit(upstream)
+    seen: list[tuple[str, str]] = []
+
+    class Forward(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def forward(self) -> None:
+            seen.append((self.command, self.path))
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if refuse_scan and self.command == "SCAN":
+                status, headers, data = 405, [("Content-Type", "application/json")], b'{"errors":[]}'
+            else:
+                upstream_connection = http.client.HTTPConnection(target.netloc, timeout=10)
+                skip = {"host", "connection", "content-length"}
+                forwarded = {name: value for name, value in self.headers.items() if name.lower() not in skip}
+                upstream_connection.request(self.command, self.path, body=body or None, headers=forwarded)
+                answer = upstream_connection.getresponse()
+                status, data = answer.status, answer.read()
+                drop = {"connection", "content-length", "transfer-encoding"}
+                headers = [(name, value) for name, value in answer.getheaders() if name.lower() not in drop]
+                upstream_connection.close()
+            self.send_response(status)
+            for name, value in headers:
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_PUT = do_POST = do_PATCH = do_DELETE = do_LIST = do_SCAN = forward
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_kv2_list_tree_is_one_scan_request_on_openbao(
+    dev_vault: VaultClient, openbao_dev: DevOpenBao, kv_mount: str
+) -> None:
+    for path in THREE_LEVELS:
+        dev_vault.kv2_write(kv_mount, path, {"k": secret("v")})
+    with (
+        recording_proxy(openbao_dev.url) as (url, seen),
+        VaultClient(url, token=openbao_dev.root_secret()) as client,
+    ):
+        assert client.kv2_list_tree(kv_mount) == sorted(THREE_LEVELS)
+        assert client.kv2_list_tree(kv_mount, "apps/api") == [
+            "apps/api/cache/memcached",
+            "apps/api/cache/redis",
+            "apps/api/db",
+        ]
+    # Metadata only, in one request each: no LIST per folder, no read of any value.
+    requests_made = [(method, path.rstrip("/")) for method, path in seen]
+    assert requests_made == [
+        ("SCAN", f"/v1/{kv_mount}/metadata"),
+        ("SCAN", f"/v1/{kv_mount}/metadata/apps/api"),
+    ]
+
+
+def test_kv2_list_tree_lists_folder_by_folder_where_the_server_has_no_scan(
+    dev_vault: VaultClient, openbao_dev: DevOpenBao, kv_mount: str
+) -> None:
+    for path in THREE_LEVELS:
+        dev_vault.kv2_write(kv_mount, path, {"k": secret("v")})
+    with (
+        recording_proxy(openbao_dev.url, refuse_scan=True) as (url, seen),
+        VaultClient(url, token=openbao_dev.root_secret()) as client,
+    ):
+        assert client.kv2_list_tree(kv_mount) == sorted(THREE_LEVELS)
+        assert client.kv2_list_tree(kv_mount, "apps/api/") == [
+            "apps/api/cache/memcached",
+            "apps/api/cache/redis",
+            "apps/api/db",
+        ]
+        assert client.kv2_list_tree(kv_mount, "nothing/here") == []
+        with pytest.raises(VaultError, match="deeper than 2 levels"):
+            client.kv2_list_tree(kv_mount, max_depth=2)
+    methods = [method for method, _ in seen]
+    assert methods.count("SCAN") == 1  # the 405 is remembered: later listings go straight to LIST
+    assert set(methods) == {"SCAN", "LIST"}
+    assert all(path.startswith(f"/v1/{kv_mount}/metadata") for _, path in seen)  # never a data/ read
 
 
 # -- permissions and secrecy -----------------------------------------------------------------------------
