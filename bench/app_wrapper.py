@@ -4,8 +4,8 @@ Environment switches (all optional; without them this is plain ``gitops-tui ARGS
 
 * ``GITOPS_BENCH_IMPORT_LOG=PATH``: append ``<monotonic seconds> <thread> <module>`` to PATH when a package
   is first imported (an audit hook), so the benchmark can tell what was imported before the first frame;
-* ``GITOPS_BENCH_NO_AFTER_PAINT=1``: skip ``GitOpsApp._after_first_paint`` (watcher, Vault poll), to measure
-  what that work costs the first frame.
+* ``GITOPS_BENCH_NO_AFTER_PAINT=1``: skip ``GitOpsApp._after_first_paint`` (phase list, watcher, Vault poll),
+  to measure what that work costs the first frame (it now waits for the footer's first frame).
 """
 
 from __future__ import annotations

@@ -1,13 +1,16 @@
 """The gitops-tui App: one screen for the bootstrap and for day 2.
 
 It wires the engine's event stream (run in a Textual worker) and the resource
-watcher to the widgets. Heavy clients (kubernetes, hvac) are imported after
-the first paint, in workers.
+watcher to the widgets. Nothing heavy happens before the first full frame: the
+phase list (every phase module, the Kubernetes client), the clients (kubernetes,
+hvac) and a sandbox still starting are awaited after it, in workers; screens
+other than the main one are imported when they are first pushed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import gc
 import re
 import signal
@@ -26,36 +29,36 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from phases.audit import AuditLog, read_audit
 from phases.config import Config
-from phases.engine import SecretRequest
 from phases.events import Event, OutputLines, PhaseFinished, PhaseInfo, RunFinished, RunStarted, StepFailed
 from phases.resources import NodeKey, ResourceModel
 from phases.secrets import SecretStore, SecretValue
 from phases.state import StateLocked, StateStore, write_private_file
-from widgets.audit_view import AuditScreen
 from widgets.confirm import ConfirmScreen
-from widgets.help_screen import HelpEntry, HelpScreen
 from widgets.log_pane import LogPane
 from widgets.resource_details import ResourceDetails
 from widgets.resource_tree import ResourceTree
-from widgets.rollback_picker import RollbackChoice, RollbackPickerScreen
-from widgets.secret_prompt import SecretPromptScreen
 from widgets.status_header import RepoRef, StatusHeader
-from widgets.step_details import StepDetailsScreen
-from widgets.suspend_reason import SuspendReasonScreen
 from widgets.timeline import PhaseTimeline
 
 if TYPE_CHECKING:
+    from phases.audit import AuditLog
     from phases.day2 import Action as Day2Action
     from phases.day2 import ActionResult
-    from phases.engine import Engine
+    from phases.engine import Engine, SecretRequest
     from phases.platform import Platform
     from phases.rollback import ActionPlan, RollbackOutcome, RollbackPlanner
     from phases.watch import ResourceWatcher, WatchBatch
+    from tui.cli import Session
+    from widgets.rollback_picker import RollbackChoice, RollbackPickerScreen
 
 MIN_WIDTH, MIN_HEIGHT = 60, 16
 VAULT_POLL_SECONDS = 10.0
+FIRST_FRAME_FALLBACK_SECONDS = 1.0  # start-up work waits for the footer's first frame, at most this long
+# What works while a sandbox is still starting: nothing that needs the cluster, Vault or the config it brings.
+STARTING_ACTIONS: frozenset[str] = frozenset(
+    {"request_quit", "help", "focus_next", "focus_previous", "close_details", "log_this_step"}
+)
 
 
 def current_context(kubeconfig: Path) -> str:
@@ -74,6 +77,16 @@ class EngineEvent(Message):
     def __init__(self, event: Event) -> None:
         super().__init__()
         self.event = event
+
+
+class _Footer(Footer):
+    """The footer, telling the app when its keys are first drawn: the first full frame, the footer being
+    laid out last (it fills in its keys a refresh after the rest)."""
+
+    async def recompose(self) -> None:
+        await super().recompose()
+        if self.children and isinstance(self.app, GitOpsApp) and not self.app._first_frame_done:
+            self.call_after_refresh(self.app._first_frame_drawn)
 
 
 class GitOpsApp(App[int]):
@@ -135,7 +148,10 @@ class GitOpsApp(App[int]):
         start_bootstrap: bool = False,
         demo_secrets: bool = False,
         clone_url: str | None = None,
+        starting: concurrent.futures.Future[Session] | None = None,
     ) -> None:
+        """``starting``: the platform (the sandbox) still starting; until it is ready ``config`` is
+        provisional (its state directory is right, its cluster and Vault are not) and the app waits for it."""
         super().__init__()
         self.clone_url = clone_url  # the sandbox's clone pushes to a path while Flux reads over HTTP
         self.config = config
@@ -155,9 +171,31 @@ class GitOpsApp(App[int]):
         self._day2_cancel: threading.Event | None = None
         self._rollback: RollbackPlanner | None = None
         self._rollback_total = 0
-        self.audit = AuditLog(config.engine.resolved_state_dir(), redact=self.secrets.redact)
+        self._starting = starting
+        self.start_error: BaseException | None = None
+        """Why the platform could not start (the app then exits with 1); the CLI reports it."""
+        self._first_frame_done = False
+        self._small = False  # the "terminal too small" notice is shown
+        self._closed = False  # unmounted: a watcher started late must not outlive the app
+        self._watch_lock = threading.Lock()
+        self._run_seen = False  # a RunStarted loaded the timeline: keep it over the start-up phase list
+        self._audit: AuditLog | None = None
 
     # -- layout --------------------------------------------------------------------------
+
+    @property
+    def audit(self) -> AuditLog:
+        """The audit log of day-2 actions (opened on first use: not needed for the first frame)."""
+        if self._audit is None:
+            from phases.audit import AuditLog
+
+            self._audit = AuditLog(self.config.engine.resolved_state_dir(), redact=self.secrets.redact)
+        return self._audit
+
+    @property
+    def starting(self) -> bool:
+        """True while the platform (the sandbox) is still starting."""
+        return self._starting is not None
 
     def compose(self) -> ComposeResult:
         yield StatusHeader(id="header")
@@ -165,32 +203,66 @@ class GitOpsApp(App[int]):
             yield PhaseTimeline(id="timeline")
             with Vertical(id="cluster"):
                 yield ResourceTree(id="tree")
-                yield ResourceDetails(id="details")
+                details = ResourceDetails(id="details")
+                details.display = False  # until a node is opened; set here, not on mount: no second layout
+                yield details
         yield LogPane(id="log")
-        yield Static("", id="too-small")
-        yield Footer()
+        notice = Static("", id="too-small")
+        notice.display = False  # _check_size shows it in a terminal too small for the layout
+        yield notice
+        yield _Footer()
 
     def on_mount(self) -> None:
         if self.config.keys:
             self.set_keymap(dict(self.config.keys))
         header = self.query_one(StatusHeader)
         header.update_status(
-            context=self.config.cluster.context or current_context(self.config.cluster.resolved_kubeconfig()),
+            context="starting the sandbox…" if self.starting else self._cluster_context(),
             readonly=self.readonly,
             sandbox=self.sandbox,
+            vault_insecure=not self.config.vault.verify_tls,
         )
-        timeline = self.query_one(PhaseTimeline)
-        timeline.load(self._phase_infos(), self._estimates())
-        timeline.focus()
-        self.query_one("#details").display = False
+        self.query_one(PhaseTimeline).focus()
         self._check_size()
         # An SSH session that drops (SIGHUP) or a kill (SIGTERM): stop like a confirmed quit.
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(signum, self._stop_on_signal)
-        # After the first frame (a short timer: call_after_refresh fires before the footer's frame):
-        # connect to the cluster and Vault, then maybe start the bootstrap.
-        self.set_timer(0.3, self._after_first_paint)
+        if self._starting is not None:
+            self.query_one(LogPane).add_lines("sandbox", "engine", ["starting the sandbox…"])
+        # The rest waits for the first full frame (the footer's keys drawn), or a second at most.
+        self.set_timer(FIRST_FRAME_FALLBACK_SECONDS, self._first_frame_drawn)
+
+    def _cluster_context(self) -> str:
+        return self.config.cluster.context or current_context(self.config.cluster.resolved_kubeconfig())
+
+    def _first_frame_drawn(self) -> None:
+        if self._first_frame_done:
+            return
+        self._first_frame_done = True
+        if self._starting is not None:
+            self.wait_for_platform(self._starting)
+        else:
+            self._after_first_paint()
+
+    @work(group="start", exit_on_error=False)
+    async def wait_for_platform(self, starting: concurrent.futures.Future[Session]) -> None:
+        """The sandbox started in the background: take its config, or exit saying why it did not start."""
+        try:
+            session = await asyncio.wrap_future(starting)
+        except Exception as error:  # SandboxStartError, a config error: the CLI prints it after the UI closes
+            self.start_error = error
+            self.exit(1)
+            return
+        self._starting = None
+        self.config = session.config
+        self.command_env = dict(session.command_env)
+        self.clone_url = session.clone_url
+        self._audit = None  # reopened under the sandbox's state directory
+        self.query_one(StatusHeader).update_status(context=self._cluster_context())
+        self.query_one(LogPane).add_lines("sandbox", "engine", ["the sandbox is ready"])
+        self.refresh_bindings()
+        self._after_first_paint()
 
     def _stop_on_signal(self) -> None:
         if self.bootstrap_running and self.engine is not None:
@@ -203,8 +275,13 @@ class GitOpsApp(App[int]):
         # Start-up objects live as long as the app: keep full collections from scanning them (GC pauses
         # were the longest UI stalls in the log benchmark).
         gc.freeze()
-        self.start_watching()  # imports the clients, then starts the Vault polls
+        self.start_watching()  # the phase list, then the clients, the watcher and the Vault polls
+
+    def _show_phases(self, phases: tuple[PhaseInfo, ...], estimates: dict[str, float]) -> None:
+        if not self._run_seen:  # a run already shows its own
+            self.query_one(PhaseTimeline).load(phases, estimates)
         if self.start_bootstrap:
+            self.start_bootstrap = False
             self.action_bootstrap()
 
     def on_resize(self) -> None:
@@ -213,7 +290,13 @@ class GitOpsApp(App[int]):
 
     def _check_size(self) -> None:
         small = self.size.width < MIN_WIDTH or self.size.height < MIN_HEIGHT
-        notice = self.query_one("#too-small", Static)
+        if not small and not self._small:  # nothing to change: a relayout here cost the first frame ~30 ms
+            return
+        self._small = small
+        found = self.query("#too-small")
+        if not found:  # the timer fired while the app was shutting down
+            return
+        notice = found.first(Static)
         notice.update(
             f"Terminal too small: {self.size.width}x{self.size.height}.\n"
             f"gitops-tui needs at least {MIN_WIDTH}x{MIN_HEIGHT} (80x24 recommended).\nq quits."
@@ -248,13 +331,17 @@ class GitOpsApp(App[int]):
         return self.engine is not None and self.engine.running
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if self.starting and action not in STARTING_ACTIONS:
+            return None  # shown, greyed out until the sandbox is ready
         if action in self.MUTATING_ACTIONS and (self.readonly or self.bootstrap_running or self.day2_running):
             return None  # shown, greyed out
         if action in self.DAY2_ACTIONS:
+            key = self._selected_key()
+            if key is None:  # before importing phases.day2 (and the Kubernetes client): the footer asks early
+                return None
             from phases.day2 import applies_to
 
-            key = self._selected_key()
-            return True if key is not None and applies_to(self.DAY2_ACTIONS[action], key[0]) else None
+            return True if applies_to(self.DAY2_ACTIONS[action], key[0]) else None
         if action == "cancel_action":
             return True if self.day2_running else None
         if action == "close_details":
@@ -301,7 +388,7 @@ class GitOpsApp(App[int]):
         for problem in problems:
             self.notify(problem, severity="error", timeout=10)
         if problems:
-            self.secrets.wipe_all()
+            await self._wipe_secrets()
             return
         if self.demo_secrets:
             from sandbox.demo import demo_secret_values
@@ -326,11 +413,19 @@ class GitOpsApp(App[int]):
                 self.post_message(EngineEvent(event))
         finally:
             engine.store.release()
-            self.secrets.wipe_all()
+            await self._wipe_secrets()
             self.refresh_bindings()
+
+    async def _wipe_secrets(self) -> None:
+        """Zero what is held now; the memory sweep that may follow runs in a thread, off the UI loop."""
+        _count, sweep = self.secrets.wipe_buffers()
+        if sweep is not None:
+            await asyncio.to_thread(sweep.run)
 
     async def provide_secrets(self, requests: Sequence[SecretRequest]) -> Mapping[str, SecretValue] | None:
         """The engine's Prompter: a modal with masked fields, awaited inside the bootstrap worker."""
+        from widgets.secret_prompt import SecretPromptScreen
+
         return await self.push_screen_wait(SecretPromptScreen(requests))
 
     @on(EngineEvent)
@@ -338,6 +433,7 @@ class GitOpsApp(App[int]):
         event = message.event
         timeline = self.query_one(PhaseTimeline)
         if isinstance(event, RunStarted):
+            self._run_seen = True
             timeline.load(event.phases, dict(event.estimates))
         timeline.apply(event)
         if isinstance(event, OutputLines):
@@ -376,6 +472,8 @@ class GitOpsApp(App[int]):
 
     @on(PhaseTimeline.StepSelected)
     def show_step(self, message: PhaseTimeline.StepSelected) -> None:
+        from widgets.step_details import StepDetailsScreen
+
         timeline = self.query_one(PhaseTimeline)
         snapshot = timeline.step_snapshot(message.key)
         lines = self.query_one(LogPane).lines_for(message.key)
@@ -399,6 +497,9 @@ class GitOpsApp(App[int]):
 
     @work(thread=True, exclusive=True, group="watch", exit_on_error=False)
     def start_watching(self) -> None:
+        # The phase list first: it imports every phase module and the Kubernetes client, in this thread only
+        # (first imports racing in several threads can fail on a partially initialised module).
+        self.call_from_thread(self._show_phases, self._phase_infos(), self._estimates())
         from phases.kube import (
             CLUSTER_SECRET_STORES,
             EXTERNAL_SECRETS,
@@ -409,8 +510,7 @@ class GitOpsApp(App[int]):
         )
         from phases.watch import ResourceWatcher
 
-        # Import the clients once, here, before other threads use them: first imports racing in several
-        # threads can fail on a partially initialised module (requests).
+        # Import the clients once, here, before other threads use them.
         preload_client()
         import hvac  # noqa: F401
 
@@ -420,8 +520,11 @@ class GitOpsApp(App[int]):
             [GIT_REPOSITORIES, KUSTOMIZATIONS, HELM_RELEASES, CLUSTER_SECRET_STORES, EXTERNAL_SECRETS],
             on_changes=lambda batch: self.call_from_thread(self.apply_watch_batch, batch),
         )
-        self._watcher = watcher
-        watcher.start()
+        with self._watch_lock:  # the app may have closed while the clients were imported
+            if self._closed:
+                return
+            self._watcher = watcher
+            watcher.start()
 
     def _start_vault_polls(self) -> None:
         self.poll_vault()
@@ -557,6 +660,7 @@ class GitOpsApp(App[int]):
     def action_suspend(self) -> None:
         from phases.audit import current_actor
         from phases.day2 import describe, describe_key
+        from widgets.suspend_reason import SuspendReasonScreen
 
         key = self._selected_key()
         if key is None:
@@ -618,6 +722,7 @@ class GitOpsApp(App[int]):
     def action_bulk(self, action: str) -> None:
         from phases.audit import current_actor
         from phases.day2 import describe, describe_key, plan_bulk
+        from widgets.suspend_reason import SuspendReasonScreen
 
         bulk_action: Literal["suspend", "resume"] = "suspend" if action == "suspend" else "resume"
         keys = plan_bulk(self.model, bulk_action, self.query_one(ResourceTree).filter_text)
@@ -741,6 +846,9 @@ class GitOpsApp(App[int]):
             self.notify("cancelling the wait…")
 
     def action_audit(self) -> None:
+        from phases.audit import read_audit
+        from widgets.audit_view import AuditScreen
+
         self.push_screen(AuditScreen(read_audit(self.audit.path), source=str(self.audit.path)))
 
     # -- rollback picker -----------------------------------------------------------------------
@@ -753,6 +861,7 @@ class GitOpsApp(App[int]):
         """Fetch the clone first (the list must be current), then show the picker."""
         from phases.errors import GitOpsError
         from phases.rollback import RollbackPlanner
+        from widgets.rollback_picker import RollbackPickerScreen
 
         readonly, message = self.readonly, ""
         try:
@@ -786,10 +895,12 @@ class GitOpsApp(App[int]):
         self.call_from_thread(show)
 
     def _picker(self) -> RollbackPickerScreen | None:
+        from widgets.rollback_picker import RollbackPickerScreen
+
         return self.screen if isinstance(self.screen, RollbackPickerScreen) else None
 
-    @on(RollbackPickerScreen.PageRequested)
-    def rollback_page(self, message: RollbackPickerScreen.PageRequested) -> None:
+    # The picker's messages, by handler name: @on would need its module imported before the first frame.
+    def on_rollback_picker_screen_page_requested(self, message: RollbackPickerScreen.PageRequested) -> None:
         self.load_rollback_page(message.skip, message.limit)
 
     @work(thread=True, group="rollback-pages", exit_on_error=False)
@@ -809,8 +920,7 @@ class GitOpsApp(App[int]):
         self.call_from_thread(picker.set_files_changed, files)
         self.call_from_thread(picker.set_markers, markers)
 
-    @on(RollbackPickerScreen.DiffRequested)
-    def rollback_diff(self, message: RollbackPickerScreen.DiffRequested) -> None:
+    def on_rollback_picker_screen_diff_requested(self, message: RollbackPickerScreen.DiffRequested) -> None:
         self.load_rollback_diff(message.sha)
 
     @work(thread=True, exclusive=True, group="rollback-diff", exit_on_error=False)
@@ -819,8 +929,7 @@ class GitOpsApp(App[int]):
         if planner is not None and picker is not None:
             self.call_from_thread(picker.show_diff, sha, planner.diff(sha))
 
-    @on(RollbackPickerScreen.RefreshRequested)
-    def rollback_refresh(self) -> None:
+    def on_rollback_picker_screen_refresh_requested(self) -> None:
         self.open_rollback_picker_again()
 
     @work(thread=True, exclusive=True, group="rollback", exit_on_error=False)
@@ -835,8 +944,7 @@ class GitOpsApp(App[int]):
             return
         self.call_from_thread(picker.reload)
 
-    @on(RollbackPickerScreen.Chosen)
-    def rollback_chosen(self, message: RollbackPickerScreen.Chosen) -> None:
+    def on_rollback_picker_screen_chosen(self, message: RollbackPickerScreen.Chosen) -> None:
         if self.readonly:
             self.notify("read-only mode: the rollback picker only shows history", severity="warning")
             return
@@ -941,6 +1049,8 @@ class GitOpsApp(App[int]):
 
     def action_help(self) -> None:
         """Every key that works here (and the ones that exist but are disabled right now)."""
+        from widgets.help_screen import HelpEntry, HelpScreen
+
         entries: list[HelpEntry] = []
         for key, active in self.screen.active_bindings.items():
             binding = active.binding
@@ -978,6 +1088,8 @@ class GitOpsApp(App[int]):
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(signum)
+        with self._watch_lock:
+            self._closed = True
         if self._watcher is not None:
             self._watcher.stop()
         self.secrets.wipe_all()

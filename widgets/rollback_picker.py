@@ -290,6 +290,7 @@ class RollbackPickerScreen(Screen[RollbackChoice | None]):
         self.dismiss_on_choice = dismiss_on_choice
         self._commits: list[CommitRow] = []
         self._row_of: dict[str, int] = {}
+        self._table_rows = 0  # how many of _commits the table has rows for (the rest follow a frame later)
         self._total: int | None = None
         self._exhausted = False
         self._page_pending = False
@@ -355,7 +356,6 @@ class RollbackPickerScreen(Screen[RollbackChoice | None]):
         for commit in fresh:
             self._row_of[commit.sha] = len(self._commits)
             self._commits.append(commit)
-            self.table.add_row(*self._cells(commit), key=commit.sha)
         if (requested and len(commits) < self.page_size) or (
             self._total is not None and len(self._commits) >= self._total
         ):
@@ -364,10 +364,17 @@ class RollbackPickerScreen(Screen[RollbackChoice | None]):
         if first_rows and self._commits:
             target = self._row_of.get(self._wanted_sha or "", 0)
             self._wanted_sha = None
+            # The rows a screen can show first, the rest right after that frame: DataTable measures every
+            # cell it is given before it draws.
+            self._add_table_rows(upto=max(self.app.size.height, target + 1))
+            self.call_after_refresh(self._add_table_rows)
             self.table.move_cursor(row=target)
-            self._selection_changed()
+            self.call_after_refresh(self._selection_changed)  # the diff preview after the first page
             self.set_status(self._default_hint())
-        elif not self._commits:
+            self._maybe_request_more()
+            return
+        self._add_table_rows()
+        if not self._commits:
             self.set_status("no commits on this branch")
         self._maybe_request_more()
 
@@ -424,6 +431,7 @@ class RollbackPickerScreen(Screen[RollbackChoice | None]):
         self._diffs_requested.clear()
         self._wanted_sha = keep
         self.table.clear()
+        self._table_rows = 0
         self._update_title()
         self._request_page()
 
@@ -432,7 +440,7 @@ class RollbackPickerScreen(Screen[RollbackChoice | None]):
         row = self._row_of.get(sha)
         if row is None:
             return False
-        self.table.move_cursor(row=row)
+        self._move_cursor(row)
         return True
 
     # -- reading state (tests and the app) -------------------------------------------------
@@ -476,9 +484,21 @@ class RollbackPickerScreen(Screen[RollbackChoice | None]):
             subject,
         )
 
+    def _add_table_rows(self, upto: int | None = None) -> None:
+        """Give the table rows for the loaded commits it lacks, up to row ``upto`` (default: all)."""
+        end = len(self._commits) if upto is None else min(upto, len(self._commits))
+        table = self.table
+        for commit in self._commits[self._table_rows : end]:
+            table.add_row(*self._cells(commit), key=commit.sha)
+        self._table_rows = max(self._table_rows, end)
+
+    def _move_cursor(self, row: int) -> None:
+        self._add_table_rows()  # a row still waiting for its first frame would not exist yet
+        self.table.move_cursor(row=row)
+
     def _refresh_row(self, sha: str) -> None:
         row = self._row_of.get(sha)
-        if row is None:
+        if row is None or row >= self._table_rows:  # not in the table yet: added with current cells
             return
         for (key, _, _), value in zip(COLUMNS, self._cells(self._commits[row]), strict=True):
             try:
@@ -649,11 +669,11 @@ class RollbackPickerScreen(Screen[RollbackChoice | None]):
 
     def action_cursor_first(self) -> None:
         if self._commits:
-            self.table.move_cursor(row=0)
+            self._move_cursor(0)
 
     def action_cursor_last(self) -> None:
         if self._commits:
-            self.table.move_cursor(row=len(self._commits) - 1)
+            self._move_cursor(len(self._commits) - 1)
 
     def action_diff_down(self) -> None:
         pane = self.query_one("#diff-pane", VerticalScroll)
@@ -689,7 +709,7 @@ class RollbackPickerScreen(Screen[RollbackChoice | None]):
         if restore:
             self._search_term = ""
             if self._search_origin is not None and self._commits:
-                self.table.move_cursor(row=self._search_origin)
+                self._move_cursor(self._search_origin)
             self.set_status(self._default_hint())
         self._search_origin = None
         self.table.focus()
@@ -716,6 +736,6 @@ class RollbackPickerScreen(Screen[RollbackChoice | None]):
         matching = set(matches)
         offsets = range(0 if inclusive else 1, count + 1)
         row = next((start + step * o) % count for o in offsets if (start + step * o) % count in matching)
-        self.table.move_cursor(row=row)
+        self._move_cursor(row)
         position = matches.index(row) + 1
         self.set_status(f"match {position} of {len(matches)} in {scope} · n/N: next/previous")

@@ -167,6 +167,23 @@ async def test_the_first_page_is_requested_on_mount_and_the_next_near_the_end() 
         assert app.page_requests[-1] == (60, 30) and app.picker.loaded_count == 90
 
 
+async def test_a_first_page_taller_than_the_screen_draws_the_rows_it_shows_first() -> None:
+    commits = history(200)
+    app = PickerHost(commits, total=200, page_size=200, answer_pages=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        app.answer(0, 200)
+        # The rows a screen can show at once, the rest after that frame (DataTable measures every cell).
+        assert 0 < app.picker.table.row_count < 200 and app.picker.loaded_count == 200
+        app.picker.set_markers({commits[150].sha: BOTH})  # a commit without a table row yet
+        assert app.picker.select(commits[150].sha)  # moving to it fills the table first
+        assert app.picker.table.row_count == 200 and app.picker.selected == commits[150]
+        await pilot.pause()
+        assert "◀ flux-system production" in row_text(app, commits[150].sha)
+        await pilot.press("g", "G")
+        assert app.picker.selected == commits[199]
+
+
 async def test_one_request_at_a_time_and_none_after_the_last_page() -> None:
     commits = history(60)
     app = PickerHost(commits, page_size=50, answer_pages=False)
