@@ -31,11 +31,13 @@ from textual.binding import Binding, BindingType
 from textual.containers import Container, Vertical, VerticalScroll
 from textual.content import Content
 from textual.message import Message
-from textual.screen import ModalScreen, Screen
+from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input, Label, OptionList, Static
 from textual.widgets.data_table import RowDoesNotExist
 from textual.widgets.option_list import Option
+
+from widgets.dialog import DialogScreen
 
 RollbackAction = Literal["revert", "revert-range", "reset"]
 StatusSeverity = Literal["information", "success", "warning", "error"]
@@ -123,7 +125,7 @@ def diff_text(diff: str) -> Text:
     return text
 
 
-class MergeParentScreen(ModalScreen[int | None]):
+class MergeParentScreen(DialogScreen[int | None]):
     """Which parent a merge revert keeps; dismisses with its 1-based number, or None."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -135,20 +137,8 @@ class MergeParentScreen(ModalScreen[int | None]):
 
     DEFAULT_CSS = """
     MergeParentScreen {
-        align: center middle;
-        & > #parent-dialog {
-            width: 76;
-            max-width: 100%;
-            height: auto;
-            max-height: 100%;
-            border: thick $primary;
-            border-title-style: bold;
-            background: $panel;
-            padding: 0 1;
-        }
         & #parent-explanation { margin-bottom: 1; }
         & OptionList { height: auto; max-height: 8; margin-bottom: 1; }
-        & #parent-hint { color: $text-muted; }
     }
     """
 
@@ -158,7 +148,7 @@ class MergeParentScreen(ModalScreen[int | None]):
         self.parent_subjects = dict(parent_subjects)
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="parent-dialog") as dialog:
+        with Vertical(id="parent-dialog", classes="dialog") as dialog:
             dialog.border_title = f"Revert merge {self.commit.short}"
             yield Static(
                 Text(
@@ -176,7 +166,8 @@ class MergeParentScreen(ModalScreen[int | None]):
                 label.append("  (merged into)" if number == 1 else "  (merged in)", style="dim")
                 options.append(Option(label, id=str(number)))
             yield OptionList(*options, id="parent-options")
-            yield Label("1/2: choose · enter: the highlighted one · escape: cancel", id="parent-hint")
+            hint = "1/2: choose · enter: the highlighted one · escape: cancel"
+            yield Label(hint, id="parent-hint", classes="dialog-hint")
 
     def on_mount(self) -> None:
         self.query_one(OptionList).highlighted = 0
