@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -29,8 +28,8 @@ from phases.kube import (
     STATEFUL_SETS,
     KubeClient,
     KubeError,
-    KubeForbidden,
     KubeUnreachable,
+    status_error,
 )
 from phases.platform import ROOT_TOKEN_KEY, UNSEAL_KEY_PREFIX, Platform, wait_until
 from phases.secrets import SecretValue
@@ -419,23 +418,9 @@ def store_secret(
                 pool, "PATCH", SECRETS.path(namespace, name), body, kube, configuration, merge_patch=True
             )
         if not 200 <= status < 300:
-            raise _refusal(status, detail, what)
+            raise status_error(status, detail, what)
     finally:
         pool.close()
-
-
-def _refusal(status: int, detail: bytes, what: str) -> KubeError:
-    """The API server's Status message (it never quotes a Secret's data) as a KubeError."""
-    try:
-        payload = json.loads(detail) if detail else {}
-    except ValueError:
-        payload = {}
-    message = payload.get("message") if isinstance(payload, dict) else None
-    reason = payload.get("reason") if isinstance(payload, dict) else None
-    text = f"{what}: {message or reason or f'HTTP {status}'}"
-    if status in (401, 403):
-        return KubeForbidden(f"{text} (check the kubeconfig's credentials and RBAC)", status=status)
-    return KubeError(text, status=status, reason=reason)
 
 
 def _kube_pool(configuration: Any) -> memory.HttpPool:
@@ -538,7 +523,7 @@ def read_secret(kube: KubeClient, name: str, namespace: str) -> dict[str, Secret
         if answer.status == 404:
             return None
         if not 200 <= answer.status < 300:
-            raise _refusal(answer.status, answer.body_bytes(), what)  # a Status: it holds no data
+            raise status_error(answer.status, answer.body_bytes(), what)  # a Status: it holds no data
         values: dict[str, SecretValue] = {}
         try:
             with answer.body() as document:

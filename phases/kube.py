@@ -263,7 +263,7 @@ class KubeClient:
         except Exception as error:
             raise self._transport_error(error, method, url) from None
         if not 200 <= response.status < 300:
-            raise self._status_error(response.status, data, what or path, method=method, url=url)
+            raise status_error(response.status, data, what or path, method=method, url=url)
         return json.loads(data) if data else None
 
     def _transport_error(self, error: Exception, method: str, url: str) -> KubeError:
@@ -271,7 +271,7 @@ class KubeClient:
 
         if isinstance(error, ApiException) and error.status:
             body = (error.body or "").encode()
-            return self._status_error(error.status, body, "request", method=method, url=url)
+            return status_error(error.status, body, "request", method=method, url=url)
         cause: BaseException = error
         if isinstance(error, urllib3.exceptions.MaxRetryError) and error.reason is not None:
             cause = error.reason
@@ -284,22 +284,6 @@ class KubeClient:
             detail = "timed out"
         message = f"Kubernetes API {self._server or self.kubeconfig} unreachable: {detail}"
         return _about(KubeUnreachable(message), detail, method, url)
-
-    def _status_error(
-        self, status: int, data: bytes, what: str, *, method: str | None = None, url: str | None = None
-    ) -> KubeError:
-        try:
-            payload = json.loads(data) if data else {}
-        except ValueError:
-            payload = {}
-        message = payload.get("message") if isinstance(payload, dict) else None
-        reason = payload.get("reason") if isinstance(payload, dict) else None
-        text = f"{what}: {message or reason or f'HTTP {status}'}"
-        error_type = _STATUS_ERRORS.get(status, KubeError)
-        if error_type is KubeForbidden:
-            text += " (check the kubeconfig's credentials and RBAC)"
-        detail = str(message or reason or f"HTTP {status}")
-        return _about(error_type(text, status=status, reason=reason), detail, method, url)
 
     # -- operations ----------------------------------------------------------------------
 
@@ -485,7 +469,7 @@ class KubeClient:
         event = json.loads(line)
         if event.get("type") == "ERROR":
             status = event.get("object", {})
-            raise self._status_error(
+            raise status_error(
                 int(status.get("code", 500)), json.dumps(status).encode(), f"watch {resource.plural}"
             )
         obj = event.get("object") or {}
@@ -558,3 +542,21 @@ def contains(current: Any, wanted: Any) -> bool:
             return False
         return all(key in current and contains(current[key], value) for key, value in wanted.items())
     return bool(current == wanted)
+
+
+def status_error(
+    status: int, data: bytes, what: str, *, method: str | None = None, url: str | None = None
+) -> KubeError:
+    """The API server's Status answer as the KubeError for its code (a Status never quotes Secret data)."""
+    try:
+        payload = json.loads(data) if data else {}
+    except ValueError:
+        payload = {}
+    message = payload.get("message") if isinstance(payload, dict) else None
+    reason = payload.get("reason") if isinstance(payload, dict) else None
+    text = f"{what}: {message or reason or f'HTTP {status}'}"
+    error_type = _STATUS_ERRORS.get(status, KubeError)
+    if error_type is KubeForbidden:
+        text += " (check the kubeconfig's credentials and RBAC)"
+    detail = str(message or reason or f"HTTP {status}")
+    return _about(error_type(text, status=status, reason=reason), detail, method, url)
