@@ -345,6 +345,15 @@ def assert_files_clean(scanner: Scanner, *roots: Path) -> None:
     assert not leaks, "secret values in files:\n" + "\n".join(leaks)
 
 
+def stop_run(process: subprocess.Popen[bytes], watch: ArgvWatch) -> None:
+    """End a run under test, whatever state it is in: the argv watch, the child, its sandboxes."""
+    watch.stop.set()
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+    stop_sandboxes(watch)
+
+
 def stop_sandboxes(watch: ArgvWatch) -> None:
     """Leave nothing behind if a test failed half-way (the sandbox runs in its own session)."""
     for pid in list(watch.seen):
@@ -396,11 +405,7 @@ def test_env_secrets_leave_no_trace_after_phase_2(tmp_path: Path, watch_threads:
 
         output, _ = process.communicate(timeout=120)
     finally:
-        watch.stop.set()
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        stop_sandboxes(watch)
+        stop_run(process, watch)
     assert process.returncode == 0, output.decode(errors="replace")[-3000:]
     assert "✔ bootstrap finished" in output.decode()
     assert re.search(r"\d secrets? wiped, 0 copies found", output.decode()), output.decode()[-3000:]
@@ -510,6 +515,8 @@ def test_typed_and_pasted_secrets_leave_no_trace(tmp_path: Path, watch_threads: 
         child.resume()
         assert scanner.in_text(terminal.screen().encode()) == []
 
+        # Keep the pane when its program ends, to read the whole scrollback after quitting.
+        terminal.tmux("set-option", "-w", "-t", terminal.name, "remain-on-exit", "on")
         terminal.tmux("send-keys", "-t", terminal.name, "q")  # quit; "y" confirms stopping the run
         deadline = time.monotonic() + 30
         while alive() and time.monotonic() < deadline:
@@ -517,6 +524,13 @@ def test_typed_and_pasted_secrets_leave_no_trace(tmp_path: Path, watch_threads: 
                 terminal.tmux("send-keys", "-t", terminal.name, "y")
             time.sleep(0.2)
         assert not alive(), f"gitops-tui did not quit; screen:\n{terminal.screen()}"
+        # The app drew on the alternate screen: the terminal's scrollback keeps nothing it showed or was sent.
+        scrollback = terminal.tmux("capture-pane", "-p", "-S", "-", "-E", "-", "-t", terminal.name)
+        assert "gitops-tui" in scrollback or scrollback.strip() == "" or "Pane is dead" in scrollback, (
+            scrollback
+        )
+        assert typed not in scrollback and pasted not in scrollback
+        assert scanner.in_text(scrollback.encode()) == []
     finally:
         watch.stop.set()
         terminal.tmux("kill-server")
@@ -561,11 +575,7 @@ def test_ctrl_c_during_the_run_still_wipes_and_sweeps(tmp_path: Path, watch_thre
         child.resume()
         output, _ = process.communicate(timeout=60)
     finally:
-        watch.stop.set()
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        stop_sandboxes(watch)
+        stop_run(process, watch)
     assert process.returncode == 130, output.decode(errors="replace")[-2000:]
     assert "interrupted" in output.decode()
     assert scanner.in_text(output) == []
