@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from textual.pilot import Pilot
+from textual.screen import Screen
 
 from phases.config import config_from_document
 from phases.resources import EXTERNAL_SECRET, KUSTOMIZATION
@@ -42,6 +44,14 @@ async def wait_for(pilot: Pilot[int], condition: Callable[[], bool], timeout: fl
         await pilot.pause(0.1)
 
 
+async def wait_for_screen(pilot: Pilot[int], screen_type: type[Screen[Any]], timeout: float = 90.0) -> None:
+    """Until ``screen_type`` is on top and drawn: a screen just pushed has no text before its first layout."""
+    app = pilot.app
+    await wait_for(
+        pilot, lambda: isinstance(app.screen, screen_type) and screen_text(app).strip() != "", timeout
+    )
+
+
 async def test_bootstrap_from_the_keyboard_with_typed_secrets(sandbox_world: SandboxWorld) -> None:
     config, env = sandbox_config(sandbox_world)
     app = GitOpsApp(config, command_env=env, sandbox=True)
@@ -49,10 +59,10 @@ async def test_bootstrap_from_the_keyboard_with_typed_secrets(sandbox_world: San
         await pilot.pause()
         assert "SANDBOX" in screen_text(app)
         await pilot.press("b")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await wait_for_screen(pilot, ConfirmScreen)
         assert "Phase 1: Infrastructure" in screen_text(app)  # says what it will do first
         await pilot.press("y")
-        await wait_for(pilot, lambda: isinstance(app.screen, SecretPromptScreen))
+        await wait_for_screen(pilot, SecretPromptScreen)
         await wait_for(pilot, lambda: "github_token" in screen_text(app))
         text = screen_text(app)
         assert "github_token" in text and "to be entered" in text
@@ -99,17 +109,17 @@ async def test_quit_while_running_asks_then_stops_cleanly(sandbox_world: Sandbox
     app = GitOpsApp(config, command_env=env, sandbox=True, demo_secrets=True)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("b")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await wait_for_screen(pilot, ConfirmScreen)
         await pilot.press("y")
         await wait_for(pilot, lambda: app.bootstrap_running)
         await pilot.press("q")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await wait_for_screen(pilot, ConfirmScreen)
         assert "Quit while the bootstrap runs?" in screen_text(app)
         await pilot.press("n")  # changed my mind: the run goes on
         await pilot.pause(0.2)
         assert app.bootstrap_running
         await pilot.press("q")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await wait_for_screen(pilot, ConfirmScreen)
         await pilot.press("tab", "enter")  # focus moves from Cancel to "Stop and quit"
         await wait_for(pilot, lambda: not app.is_running, timeout=30)
     assert app.return_value == 130
@@ -130,12 +140,12 @@ async def test_a_failed_step_shows_its_error_and_offers_retry(sandbox_world: San
         assert timeline.step_state("1/k3s") == "failed"
         timeline.focus()
         await pilot.press("enter")
-        await wait_for(pilot, lambda: isinstance(app.screen, StepDetailsScreen))
+        await wait_for_screen(pilot, StepDetailsScreen)
         text = screen_text(app)
         assert "k3s was not found on PATH" in text
         app.command_env = env  # the admin fixed PATH
         await pilot.press("r")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await wait_for_screen(pilot, ConfirmScreen)
         assert "Resume the bootstrap from phase 1" in screen_text(app)
         await pilot.press("y")
         await wait_for(pilot, lambda: timeline.step_state("1/k3s") in ("done", "skipped"))
@@ -157,7 +167,7 @@ async def test_readonly_disables_the_bootstrap_and_help_says_so(tmp_path: Path) 
         assert not isinstance(app.screen, ConfirmScreen)
         assert "READONLY" in screen_text(app)
         await pilot.press("question_mark")
-        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+        await wait_for_screen(pilot, HelpScreen)
         text = screen_text(app)
         assert "Bootstrap" in text and "not available now" in text
         await pilot.press("escape")
@@ -196,13 +206,13 @@ async def test_keys_can_be_remapped_in_the_config(tmp_path: Path) -> None:
     app = GitOpsApp(config)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("f1")
-        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+        await wait_for_screen(pilot, HelpScreen)
         await pilot.press("escape")
         await pilot.press("b")
         await pilot.pause(0.2)
         assert not isinstance(app.screen, ConfirmScreen)
         await pilot.press("ctrl+b")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await wait_for_screen(pilot, ConfirmScreen)
         await pilot.press("escape")
 
 
@@ -218,7 +228,7 @@ async def test_the_command_palette_lists_the_app_keys(tmp_path: Path) -> None:
         await pilot.pause(0.5)
         assert "Bootstrap (b)" in screen_text(app)
         await pilot.press("enter")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await wait_for_screen(pilot, ConfirmScreen)
         await pilot.press("escape")
 
 

@@ -12,7 +12,7 @@ from phases.resources import EXTERNAL_SECRET, KUSTOMIZATION, NodeKey
 from sandbox.world import SandboxWorld
 from tests.support.bootstrap import bootstrapped, sandbox_config
 from tests.support.screen import screen_text
-from tests.tui.test_app import wait_for
+from tests.tui.test_app import wait_for, wait_for_screen
 from tui.app import GitOpsApp
 from widgets.audit_view import AuditScreen
 from widgets.confirm import ConfirmScreen
@@ -46,7 +46,7 @@ async def test_day2_actions_from_the_keyboard(sandbox_world: SandboxWorld) -> No
 
         # s: suspend with a reason, after showing the exact call.
         await pilot.press("s")
-        await wait_for(pilot, lambda: isinstance(app.screen, SuspendReasonScreen))
+        await wait_for_screen(pilot, SuspendReasonScreen)
         await pilot.press(*"db migration")
         assert "spec.suspend" in screen_text(app)
         await pilot.press("enter")
@@ -62,7 +62,7 @@ async def test_day2_actions_from_the_keyboard(sandbox_world: SandboxWorld) -> No
 
         # R on a suspended object offers "resume and reconcile" instead of silently doing nothing.
         await pilot.press("R")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await wait_for_screen(pilot, ConfirmScreen)
         assert "is suspended" in screen_text(app)
         await pilot.press("y")
         await wait_for(pilot, lambda: app.day2_running)
@@ -77,7 +77,7 @@ async def test_day2_actions_from_the_keyboard(sandbox_world: SandboxWorld) -> No
 
         # W: the source first, then the Kustomization.
         await pilot.press("W")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await wait_for_screen(pilot, ConfirmScreen)
         assert "GitRepository flux-system/flux-system" in screen_text(app)
         await pilot.press("y")
         await wait_for(pilot, lambda: app.day2_running)
@@ -90,7 +90,7 @@ async def test_day2_actions_from_the_keyboard(sandbox_world: SandboxWorld) -> No
         await select(pilot, tree, MYAPP_SECRETS)
         assert app.check_action("suspend", ()) is None
         await pilot.press("f")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await wait_for_screen(pilot, ConfirmScreen)
         await pilot.press("y")
         await wait_for(pilot, lambda: app.day2_running)
         await wait_for(pilot, lambda: not app.day2_running, timeout=60)
@@ -99,14 +99,14 @@ async def test_day2_actions_from_the_keyboard(sandbox_world: SandboxWorld) -> No
 
         # S / U: bulk suspend and resume every Kustomization, with one confirmation listing them.
         await pilot.press("S")
-        await wait_for(pilot, lambda: isinstance(app.screen, SuspendReasonScreen))
+        await wait_for_screen(pilot, SuspendReasonScreen)
         text = screen_text(app)
         assert "flux-system/production" in text and "flux-system/flux-system" in text
         await pilot.press("enter")
         await wait_for(pilot, lambda: all(k["spec"].get("suspend") for k in kube.list(KUSTOMIZATIONS)))
         await wait_for(pilot, lambda: not app.day2_running)
         await pilot.press("U")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await wait_for_screen(pilot, ConfirmScreen)
         await pilot.press("y")
         await wait_for(
             pilot,
@@ -118,7 +118,7 @@ async def test_day2_actions_from_the_keyboard(sandbox_world: SandboxWorld) -> No
 
         # a: every action is in the audit log, viewable in the UI.
         await pilot.press("a")
-        await wait_for(pilot, lambda: isinstance(app.screen, AuditScreen))
+        await wait_for_screen(pilot, AuditScreen)
         text = screen_text(app)
         for action in ("suspend", "reconcile", "force-sync", "resume"):
             assert action in text
@@ -152,24 +152,26 @@ async def test_rollback_picker_reverts_a_merge_from_the_keyboard(sandbox_world: 
     app = GitOpsApp(config, command_env=env, sandbox=True, clone_url=clone_url)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("g")
-        await wait_for(pilot, lambda: isinstance(app.screen, RollbackPickerScreen))
+        await wait_for_screen(pilot, RollbackPickerScreen)
         await wait_for(pilot, lambda: "Merge branch 'feature/webapp'" in screen_text(app))
-        assert "◀ flux-system production" in screen_text(app)  # what each Kustomization has applied
+        # What each Kustomization has applied: marked once the watcher has listed them.
+        await wait_for(pilot, lambda: "◀ flux-system production" in screen_text(app))
         await pilot.press("j", "j")  # the third commit from the top is the merge
         await pilot.press("enter")
         await wait_for(pilot, lambda: "Parent 1" in screen_text(app) or "parent" in screen_text(app).lower())
         await pilot.press("1")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
-        text = screen_text(app)
-        assert "git revert --no-edit --mainline 1" in text and "git push" in text
+        await wait_for_screen(pilot, ConfirmScreen)
+        # A screen just pushed may not have drawn yet: wait for its text rather than read it at once.
+        await wait_for(pilot, lambda: "git revert --no-edit --mainline 1" in screen_text(app))
+        assert "git push" in screen_text(app)
         await pilot.press("y")
         await wait_for(pilot, lambda: kube.get(DEPLOYMENTS, "webapp", "webapp") is None, timeout=90)
-        await wait_for(pilot, lambda: isinstance(app.screen, RollbackPickerScreen))
+        await wait_for_screen(pilot, RollbackPickerScreen)
         # The new head at the top of the list (its subject is cut to the column's width).
         await wait_for(pilot, lambda: 'Revert "Merge branch' in screen_text(app), timeout=30)
         await pilot.press("escape")
         await pilot.press("a")
-        await wait_for(pilot, lambda: isinstance(app.screen, AuditScreen))
+        await wait_for_screen(pilot, AuditScreen)
         assert "rollback-revert" in screen_text(app)
 
 
@@ -198,10 +200,10 @@ async def test_rollback_reset_needs_permission_and_a_typed_confirmation(sandbox_
     app = GitOpsApp(allowed_config, command_env=env, sandbox=True, clone_url=clone_url)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("g")
-        await wait_for(pilot, lambda: isinstance(app.screen, RollbackPickerScreen))
+        await wait_for_screen(pilot, RollbackPickerScreen)
         await wait_for(pilot, lambda: "deploy: update myapp to v1.2.3" in screen_text(app))
         await pilot.press("j", "X")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await wait_for_screen(pilot, ConfirmScreen)
         await wait_for(pilot, lambda: "--force-with-lease" in screen_text(app))
         text = screen_text(app)
         assert "--force-with-lease" in text and "git reset --hard" in text

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sandbox.world import SandboxWorld
 from tests.support.bootstrap import sandbox_config
 from tests.support.screen import screen_text
-from tests.tui.test_app import wait_for
+from tests.tui.test_app import wait_for, wait_for_screen
 from tui.app import MIN_HEIGHT, MIN_WIDTH, GitOpsApp
 from widgets.confirm import ConfirmScreen
 from widgets.timeline import PhaseTimeline
@@ -20,7 +20,7 @@ async def test_resizing_during_a_run_neither_breaks_the_screen_nor_the_run(
     app = GitOpsApp(config, command_env=env, sandbox=True, demo_secrets=True)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("b")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await wait_for_screen(pilot, ConfirmScreen)
         await pilot.press("y")
         await wait_for(pilot, lambda: app.bootstrap_running)
         resizes = 0
