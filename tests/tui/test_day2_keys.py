@@ -7,6 +7,7 @@ import time
 
 from textual.pilot import Pilot
 
+from phases.audit import read_audit
 from phases.kube import EXTERNAL_SECRETS, KUSTOMIZATIONS, KubeClient
 from phases.resources import EXTERNAL_SECRET, KUSTOMIZATION, NodeKey
 from sandbox.world import SandboxWorld
@@ -32,6 +33,16 @@ async def select(pilot: Pilot[int], tree: ResourceTree, key: NodeKey) -> None:
             await pilot.press("down")
         await pilot.press("home")
     raise AssertionError(f"{key} not reachable with the keyboard; screen:\n{screen_text(pilot.app)}")
+
+
+async def confirm_and_finish(pilot: Pilot[int], app: GitOpsApp) -> None:
+    """Press "y" on the confirmation and wait until the action is over and audited.
+
+    Not by catching ``day2_running`` on its way up: a quick action can start and end between two polls.
+    """
+    done = len(read_audit(app.audit.path))
+    await pilot.press("y")
+    await wait_for(pilot, lambda: len(read_audit(app.audit.path)) > done and not app.day2_running, timeout=60)
 
 
 async def test_day2_actions_from_the_keyboard(sandbox_world: SandboxWorld) -> None:
@@ -64,9 +75,7 @@ async def test_day2_actions_from_the_keyboard(sandbox_world: SandboxWorld) -> No
         await pilot.press("R")
         await wait_for_screen(pilot, ConfirmScreen)
         assert "is suspended" in screen_text(app)
-        await pilot.press("y")
-        await wait_for(pilot, lambda: app.day2_running)
-        await wait_for(pilot, lambda: not app.day2_running, timeout=60)
+        await confirm_and_finish(pilot, app)
         obj = kube.get(KUSTOMIZATIONS, "production", "flux-system")
         assert obj is not None and not obj["spec"].get("suspend")
         assert "gitops-tui/suspend-reason" not in (obj["metadata"].get("annotations") or {})
@@ -79,9 +88,7 @@ async def test_day2_actions_from_the_keyboard(sandbox_world: SandboxWorld) -> No
         await pilot.press("W")
         await wait_for_screen(pilot, ConfirmScreen)
         assert "GitRepository flux-system/flux-system" in screen_text(app)
-        await pilot.press("y")
-        await wait_for(pilot, lambda: app.day2_running)
-        await wait_for(pilot, lambda: not app.day2_running, timeout=60)
+        await confirm_and_finish(pilot, app)
 
         # f on an ExternalSecret forces a sync; on a Kustomization it is greyed out.
         assert app.check_action("force_sync", ()) is None
@@ -91,9 +98,7 @@ async def test_day2_actions_from_the_keyboard(sandbox_world: SandboxWorld) -> No
         assert app.check_action("suspend", ()) is None
         await pilot.press("f")
         await wait_for_screen(pilot, ConfirmScreen)
-        await pilot.press("y")
-        await wait_for(pilot, lambda: app.day2_running)
-        await wait_for(pilot, lambda: not app.day2_running, timeout=60)
+        await confirm_and_finish(pilot, app)
         after = (kube.get(EXTERNAL_SECRETS, "myapp-secrets", "myapp") or {})["status"]["refreshTime"]
         assert after != before
 
