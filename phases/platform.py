@@ -151,11 +151,15 @@ class Platform:
             f"({ROOT_TOKEN_KEY}, {UNSEAL_KEY_PREFIX}1..N) to let gitops-tui unseal and configure Vault"
         )
 
-    def close(self) -> None:
-        """Wipe the root token; the Vault client that held it is dropped with it."""
+    def forget_root_token(self) -> None:
+        """Wipe the cached root token: the next Vault call reads it again (the admin may have replaced it)."""
         if self._root_token is not None:
             self._root_token.wipe()
             self._root_token = None
+
+    def close(self) -> None:
+        """Wipe the root token; the Vault client that held it is dropped with it."""
+        self.forget_root_token()
         if self._vault is not None:
             self._vault.close()
             self._vault = None

@@ -394,6 +394,8 @@ class GitOpsApp(App[int]):
             from sandbox.demo import demo_secret_values
 
             demo_secret_values(self.config, self.secrets)
+        # Every run reads the root token afresh: a retry after the admin fixed it must not reuse the old one.
+        self.platform().forget_root_token()
         engine = build_engine(
             self.config,
             platform=self.platform(),

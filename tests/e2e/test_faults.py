@@ -411,3 +411,50 @@ def test_a_crd_missing_because_a_component_is_not_installed(
     assert code == 0, output
     assert "✔ External Secrets Operator" in output and "✔ ClusterSecretStore vault-backend Ready" in output
     assert kube.get(CRDS, "clustersecretstores.external-secrets.io") is not None
+
+
+async def test_the_ui_shows_a_vault_fault_and_its_retry_succeeds(vault_bench: VaultBench) -> None:
+    """The same 403 from the terminal UI: the failed step says why in its details, and `r` after the
+    token is fixed resumes the bootstrap to the end."""
+    from tests.support.screen import screen_text
+    from tests.tui.test_app import wait_for, wait_for_screen
+    from tui.app import GitOpsApp
+    from widgets.confirm import ConfirmScreen
+    from widgets.step_details import StepDetailsScreen
+    from widgets.timeline import PhaseTimeline
+
+    bench = vault_bench
+    first = await run_headless(bench.config, bench.env, DEMO_VALUES)
+    assert first.finished.status == "succeeded", first.output[-3000:]
+    root = bench.root_token()
+    client = bench.vault(root)
+    client.sys.create_or_update_acl_policy(
+        name="read-nothing", policy='path "sys/mounts" { capabilities = ["read"] }\n'
+    )
+    bench.set_root_token(
+        client.auth.token.create(policies=["read-nothing"], no_default_policy=True)["auth"]["client_token"]
+    )
+
+    app = GitOpsApp(bench.config, command_env=bench.env, sandbox=True, demo_secrets=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("b")
+        await wait_for_screen(pilot, ConfirmScreen)
+        await pilot.press("y")
+        await wait_for(pilot, lambda: app.last_result is not None and not app.bootstrap_running)
+        assert app.last_result is not None and app.last_result.status == "failed", app.last_result
+        failed = app.last_result.failed_step
+        assert failed is not None and failed.startswith("2/"), failed
+        timeline = app.query_one(PhaseTimeline)
+        assert timeline.step_state(failed) == "failed"
+        timeline.focus()
+        await pilot.press("enter")
+        await wait_for_screen(pilot, StepDetailsScreen)
+        details = screen_text(app)
+        assert "permission denied" in details and "policies" in details, details
+
+        bench.set_root_token(root)  # the admin fixed the token
+        await pilot.press("r")
+        await wait_for_screen(pilot, ConfirmScreen)
+        await pilot.press("y")
+        await wait_for(pilot, lambda: app.last_result is not None and app.last_result.status == "succeeded")
+        assert app.secrets.held() == []
