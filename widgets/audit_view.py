@@ -14,10 +14,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.content import Content
-from textual.screen import ModalScreen
 from textual.widgets import DataTable, Label, Static
 
 from phases.audit import AuditEntry
+from widgets.dialog import DialogScreen
 
 TARGET_WIDTH: Final = 28
 MESSAGE_WIDTH: Final = 60
@@ -84,7 +84,7 @@ def detail_text(entry: AuditEntry) -> Content:
     return Content("\n").join(lines)
 
 
-class AuditScreen(ModalScreen[None]):
+class AuditScreen(DialogScreen[None]):
     """``entries`` newest first (as :func:`phases.audit.read_audit` returns them); escape or q closes."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -93,15 +93,7 @@ class AuditScreen(ModalScreen[None]):
 
     DEFAULT_CSS = """
     AuditScreen {
-        align: center middle;
-        & > #audit-dialog {
-            width: 100%;
-            height: 100%;
-            border: thick $primary;
-            border-title-style: bold;
-            background: $panel;
-            padding: 0 1;
-        }
+        & > #audit-dialog { width: 100%; height: 100%; }
         & #audit-table { height: 1fr; background: $panel; }
         & #audit-detail {
             height: auto;
@@ -110,7 +102,6 @@ class AuditScreen(ModalScreen[None]):
             padding: 0 1;
         }
         & #audit-empty { height: 1fr; color: $text-muted; }
-        & #audit-hint { color: $text-muted; height: 1; }
     }
     """
 
@@ -120,7 +111,7 @@ class AuditScreen(ModalScreen[None]):
         self.source = source  # the file, shown in the border
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="audit-dialog") as dialog:
+        with Vertical(id="audit-dialog", classes="dialog") as dialog:
             count = len(self.entries)
             dialog.border_title = f"Audit log · {count} entr{'y' if count == 1 else 'ies'}, newest first"
             if self.source:
@@ -130,7 +121,7 @@ class AuditScreen(ModalScreen[None]):
                 yield Static(id="audit-detail")
             else:
                 yield Static(Content("No day-2 actions recorded yet."), id="audit-empty")
-            yield Label("↑↓ pgup/pgdn: move · escape: close", id="audit-hint")
+            yield Label("↑↓ pgup/pgdn: move · escape: close", id="audit-hint", classes="dialog-hint")
 
     def on_mount(self) -> None:
         if not self.entries:

@@ -9,9 +9,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
-from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Log, Static
 
+from widgets.dialog import DialogScreen
 from widgets.log_pane import sanitize_line
 from widgets.timeline import STEP_SYMBOLS, StepSnapshot, format_duration
 
@@ -32,7 +32,7 @@ def state_line(snapshot: StepSnapshot) -> str:
     return f"{symbol} {state} {joiner} {format_duration(snapshot.duration)}"
 
 
-class StepDetailsScreen(ModalScreen[str | None]):
+class StepDetailsScreen(DialogScreen[str | None]):
     """Dismisses with "retry" when the user retries a failed step, None otherwise."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -42,16 +42,7 @@ class StepDetailsScreen(ModalScreen[str | None]):
 
     DEFAULT_CSS = """
     StepDetailsScreen {
-        align: center middle;
-        & > #details-dialog {
-            width: 100%;
-            max-width: 100;
-            height: 100%;
-            border: thick $primary;
-            border-title-style: bold;
-            background: $panel;
-            padding: 0 1;
-        }
+        & > #details-dialog { width: 100%; max-width: 100; height: 100%; }
         & #details-state { text-style: bold; }
         &.-failed #details-state, & #details-reason { color: $error; }
         & .details-heading { color: $text-muted; margin-top: 1; }
@@ -75,7 +66,7 @@ class StepDetailsScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         info = self.snapshot.info
-        with Vertical(id="details-dialog") as dialog:
+        with Vertical(id="details-dialog", classes="dialog") as dialog:
             dialog.border_title = f"{info.key} · {info.title}"
             yield Label(state_line(self.snapshot), id="details-state")
             if self.snapshot.reason:
