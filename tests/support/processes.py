@@ -4,6 +4,7 @@ interrupted gitops-tui leaves none behind)."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -53,3 +54,24 @@ def zombie(pid: int) -> bool:
 
 def still_running(pids: list[int]) -> list[int]:
     return [pid for pid in pids if Path(f"/proc/{pid}").exists() and not zombie(pid)]
+
+
+def run_headless_without_a_cluster(tmp_path: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    """`gitops-tui bootstrap --headless` with well-formed secrets in its environment and a k3s installer that
+    fails at once: a run that ends in phase 1 (exit 1) without any cluster."""
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f"[engine]\nstate_dir = '{tmp_path / 'state'}'\nwait_timeout = 1\n"
+        f"[cluster]\nkubeconfig = '{tmp_path / 'none'}'\n"
+        "[k3s]\ninstall_command = ['false']\n"
+    )
+    env = clean_env(tmp_path)
+    env.update({s: "x" * 40 for s in ("MYAPP_DB_PASSWORD", "MYAPP_API_KEY")})
+    env.update({"GITHUB_TOKEN": "ghp_" + "a" * 36, "CLOUDFLARE_API_TOKEN": "c" * 40})
+    return subprocess.run(
+        [*CLI, "bootstrap", "--headless", "--config", str(config), *flags],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

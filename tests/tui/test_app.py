@@ -52,6 +52,14 @@ async def wait_for_screen(pilot: Pilot[int], screen_type: type[Screen[Any]], tim
     )
 
 
+async def start_bootstrap(pilot: Pilot[int], app: GitOpsApp) -> None:
+    """`b`, confirmed with `y`, until the run is under way (a sandbox run lasts seconds: no race)."""
+    await pilot.press("b")
+    await wait_for_screen(pilot, ConfirmScreen)
+    await pilot.press("y")
+    await wait_for(pilot, lambda: app.bootstrap_running)
+
+
 async def test_bootstrap_from_the_keyboard_with_typed_secrets(sandbox_world: SandboxWorld) -> None:
     config, env = sandbox_config(sandbox_world)
     app = GitOpsApp(config, command_env=env, sandbox=True)
@@ -108,10 +116,7 @@ async def test_quit_while_running_asks_then_stops_cleanly(sandbox_world: Sandbox
     config, env = sandbox_config(sandbox_world)
     app = GitOpsApp(config, command_env=env, sandbox=True, demo_secrets=True)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.press("b")
-        await wait_for_screen(pilot, ConfirmScreen)
-        await pilot.press("y")
-        await wait_for(pilot, lambda: app.bootstrap_running)
+        await start_bootstrap(pilot, app)
         await pilot.press("q")
         await wait_for_screen(pilot, ConfirmScreen)
         assert "Quit while the bootstrap runs?" in screen_text(app)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import CLI, clean_env, descendants, still_running
+from tests.support.processes import CLI, clean_env, descendants, run_headless_without_a_cluster, still_running
 from tui.cli import main
 
 
@@ -92,22 +92,7 @@ def test_plan_prints_every_step_and_command_and_does_nothing(
 
 
 def test_headless_run_without_a_cluster_fails_with_exit_1(tmp_path: Path) -> None:
-    config = tmp_path / "c.toml"
-    config.write_text(
-        f"[engine]\nstate_dir = '{tmp_path / 'state'}'\nwait_timeout = 1\n"
-        f"[cluster]\nkubeconfig = '{tmp_path / 'none'}'\n"
-        "[k3s]\ninstall_command = ['false']\n"
-    )
-    env = clean_env(tmp_path)
-    env.update({s: "x" * 40 for s in ("MYAPP_DB_PASSWORD", "MYAPP_API_KEY")})
-    env.update({"GITHUB_TOKEN": "ghp_" + "a" * 36, "CLOUDFLARE_API_TOKEN": "c" * 40})
-    result = subprocess.run(
-        [*CLI, "bootstrap", "--headless", "--config", str(config)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_headless_without_a_cluster(tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "✘ k3s installed, node Ready: false exited with code 1" in result.stdout
     assert "run the same command again" in result.stdout

@@ -7,9 +7,8 @@ from collections.abc import Callable
 from sandbox.world import SandboxWorld
 from tests.support.bootstrap import sandbox_config
 from tests.support.screen import screen_text
-from tests.tui.test_app import wait_for, wait_for_screen
+from tests.tui.test_app import start_bootstrap, wait_for
 from tui.app import MIN_HEIGHT, MIN_WIDTH, GitOpsApp
-from widgets.confirm import ConfirmScreen
 from widgets.timeline import PhaseTimeline
 
 SIZES = [(40, 12), (80, 24), (40, 12), (120, 40), (59, 30), (80, 24)]
@@ -26,10 +25,7 @@ async def test_resizing_during_a_run_neither_breaks_the_screen_nor_the_run(
     config, env = sandbox_config(sandbox_world)
     app = GitOpsApp(config, command_env=env, sandbox=True, demo_secrets=True)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.press("b")
-        await wait_for_screen(pilot, ConfirmScreen)
-        await pilot.press("y")
-        await wait_for(pilot, lambda: app.bootstrap_running)
+        await start_bootstrap(pilot, app)
         resizes = 0
         while app.bootstrap_running or resizes < len(SIZES):
             width, height = SIZES[resizes % len(SIZES)]

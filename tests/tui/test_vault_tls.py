@@ -7,7 +7,6 @@ Against a real OpenBao dev server serving HTTPS with its own CA (``-dev-tls``).
 from __future__ import annotations
 
 import logging
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from phases.config import INSECURE_VAULT_FLAG, Config, config_from_document
 from phases.platform import Platform
 from phases.vault import VaultUnreachable
 from sandbox.openbao import OpenBaoServer
-from tests.support.processes import CLI, clean_env
+from tests.support.processes import run_headless_without_a_cluster
 from tests.support.screen import screen_text
 from tui.app import GitOpsApp
 from tui.cli import main
@@ -94,22 +93,7 @@ def test_tls_verify_false_without_the_opt_in_exits_2_saying_how(
 
 
 def test_the_headless_run_prints_the_warning_first(tmp_path: Path) -> None:
-    config = tmp_path / "c.toml"
-    config.write_text(
-        f"[engine]\nstate_dir = '{tmp_path / 'state'}'\nwait_timeout = 1\n"
-        f"[cluster]\nkubeconfig = '{tmp_path / 'none'}'\n"
-        "[k3s]\ninstall_command = ['false']\n"
-    )
-    env = clean_env(tmp_path)
-    env.update({s: "x" * 40 for s in ("MYAPP_DB_PASSWORD", "MYAPP_API_KEY")})
-    env.update({"GITHUB_TOKEN": "ghp_" + "a" * 36, "CLOUDFLARE_API_TOKEN": "c" * 40})
-    result = subprocess.run(
-        [*CLI, "bootstrap", "--headless", "--config", str(config), INSECURE_VAULT_FLAG],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_headless_without_a_cluster(tmp_path, INSECURE_VAULT_FLAG)
     assert result.returncode == 1, result.stdout + result.stderr
     assert result.stdout.startswith("⚠ TLS verification of Vault is OFF (vault.insecure_skip_tls_verify)")
 
